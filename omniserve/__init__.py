@@ -1,0 +1,1 @@
+"""omniserve: serving for multimodal omni models."""

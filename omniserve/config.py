@@ -1,0 +1,120 @@
+"""Engine configuration: frozen dataclasses, one per concern, validated in one place.
+
+Every field is documented where it is declared; CLI flags map to fields one to one (`omniserve.cli`
+builds its parser from these dataclasses). Values that depend on the checkpoint (context length,
+dtype "auto") are resolved by `EngineConfig.resolve`, which returns a new frozen config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+ATTENTION_BACKENDS = ("auto", "torch", "triton")
+LOAD_FORMATS = ("auto", "dummy")
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    model: str | None = None  # HF id or local folder; None = the built-in demo model
+    dtype: str = "auto"  # auto = checkpoint dtype on GPU, float32 on CPU
+    load_format: str = "auto"  # auto = safetensors from the checkpoint; dummy = random weights
+    max_model_len: int | None = None  # context length; None = the checkpoint's max_position_embeddings
+    seed: int = 0  # seed for dummy weights and the global sampling RNG
+    revision: str | None = None  # HF revision when `model` is a hub id
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    block_size: int = 16  # tokens per KV page
+    num_kv_blocks: int | None = None  # pages in the pool; None = derived from the memory budget
+    gpu_memory_utilization: float = 0.9  # GPU: fraction of total memory the engine may use
+    cpu_kv_cache_bytes: int = 512 * 1024**2  # CPU: byte budget for the pool
+    enable_prefix_caching: bool = True  # reuse KV of identical full-block prefixes
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    max_num_batched_tokens: int = 2048  # token budget of one step (decode + prefill chunks)
+    max_num_seqs: int = 256  # requests running at once
+    long_prefill_token_threshold: int = 0  # cap one request's chunk; 0 = up to the whole budget
+
+
+@dataclass(frozen=True)
+class DeviceConfig:
+    device: str = "auto"  # auto = cuda if available else cpu; or "cpu", "cuda", "cuda:1"
+    attention_backend: str = "auto"  # auto = triton on CUDA, torch elsewhere
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    device: DeviceConfig = field(default_factory=DeviceConfig)
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    @classmethod
+    def from_kwargs(cls, **kwargs: Any) -> EngineConfig:
+        """Build from flat keyword arguments (the `Omni(...)` and CLI surface): each name is a field of
+        exactly one sub-config."""
+        groups: dict[str, dict[str, Any]] = {"model": {}, "cache": {}, "scheduler": {}, "device": {}}
+        owners = {f.name: group for group, sub in _SUBCONFIGS.items() for f in dataclasses.fields(sub)}
+        for name, value in kwargs.items():
+            if name not in owners:
+                raise TypeError(f"unknown engine option {name!r}; known: {sorted(owners)}")
+            groups[owners[name]][name] = value
+        return cls(**{group: _SUBCONFIGS[group](**values) for group, values in groups.items()})
+
+    def replace(self, **kwargs: Any) -> EngineConfig:
+        """A copy with flat fields replaced (see `from_kwargs`)."""
+        flat = {f.name: getattr(getattr(self, g), f.name) for g, sub in _SUBCONFIGS.items()
+                for f in dataclasses.fields(sub)}
+        flat.update(kwargs)
+        return EngineConfig.from_kwargs(**flat)
+
+
+_SUBCONFIGS: dict[str, type] = {
+    "model": ModelConfig,
+    "cache": CacheConfig,
+    "scheduler": SchedulerConfig,
+    "device": DeviceConfig,
+}
+
+
+def validate(config: EngineConfig) -> None:
+    """All config checks live here; each error names the option."""
+    m, c, s, d = config.model, config.cache, config.scheduler, config.device
+    if m.dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES}, got {m.dtype!r}")
+    if m.load_format not in LOAD_FORMATS:
+        raise ValueError(f"load_format must be one of {LOAD_FORMATS}, got {m.load_format!r}")
+    if m.max_model_len is not None and m.max_model_len < 1:
+        raise ValueError(f"max_model_len must be positive, got {m.max_model_len}")
+    if c.block_size < 1:
+        raise ValueError(f"block_size must be positive, got {c.block_size}")
+    if c.num_kv_blocks is not None and c.num_kv_blocks < 1:
+        raise ValueError(f"num_kv_blocks must be positive, got {c.num_kv_blocks}")
+    if not 0.0 < c.gpu_memory_utilization <= 1.0:
+        raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {c.gpu_memory_utilization}")
+    if c.cpu_kv_cache_bytes < 1:
+        raise ValueError(f"cpu_kv_cache_bytes must be positive, got {c.cpu_kv_cache_bytes}")
+    if s.max_num_batched_tokens < 1:
+        raise ValueError(f"max_num_batched_tokens must be positive, got {s.max_num_batched_tokens}")
+    if s.max_num_seqs < 1:
+        raise ValueError(f"max_num_seqs must be positive, got {s.max_num_seqs}")
+    if s.max_num_seqs > s.max_num_batched_tokens:
+        raise ValueError(
+            f"max_num_seqs ({s.max_num_seqs}) cannot exceed max_num_batched_tokens "
+            f"({s.max_num_batched_tokens}): every running request needs a token each step"
+        )
+    if s.long_prefill_token_threshold < 0:
+        raise ValueError("long_prefill_token_threshold must be >= 0")
+    if d.attention_backend not in ATTENTION_BACKENDS:
+        raise ValueError(f"attention_backend must be one of {ATTENTION_BACKENDS}, got {d.attention_backend!r}")
+    if not (d.device in ("auto", "cpu", "cuda") or d.device.startswith("cuda:")):
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {d.device!r}")

@@ -1,0 +1,29 @@
+"""Every environment variable omniserve reads, in one place.
+
+| variable | meaning | default |
+| --- | --- | --- |
+| OMNISERVE_CACHE_DIR | where the built-in demo checkpoint (and later uploads) are cached | ~/.cache/omniserve |
+| OMNISERVE_LOG_LEVEL | logging level of the `omniserve` logger | INFO |
+| TRITON_INTERPRET | read by Triton itself: 1 runs kernels in the numpy interpreter (CPU tests) | unset |
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def cache_dir() -> Path:
+    explicit = os.environ.get("OMNISERVE_CACHE_DIR")
+    if explicit:
+        return Path(explicit).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "omniserve"
+
+
+def log_level() -> str:
+    return os.environ.get("OMNISERVE_LOG_LEVEL", "INFO").upper()
+
+
+def triton_interpret() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
