@@ -55,7 +55,7 @@ class Request:
     num_preemptions: int = 0
     stop_token_id: int | None = None  # the id that stopped it, if any
     # Chained content hashes of this request's full blocks, filled lazily by the page pool.
-    block_hashes: list[int] = field(default_factory=list)
+    block_hashes: list[bytes] = field(default_factory=list)
 
     @property
     def num_prompt_tokens(self) -> int:

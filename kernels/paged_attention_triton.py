@@ -1,0 +1,379 @@
+"""Triton paged attention: prefill chunks and decodes of many sequences in one launch.
+
+Same contract as `paged_attention_torch` (kernels/paged_attention.py): q [T, Hq, D], k/v caches
+[num_pages, block_size, Hkv, D] (any strides, e.g. `pool[:, layer, 0]`), query_start_loc [B + 1],
+seq_lens [B], block_tables [B, max_blocks]; writes out [T, Hq, D] rows of scheduled tokens only.
+
+Tiling. One program owns one query tile of one sequence and one KV head. The tile packs BLOCK_Q query
+tokens times the QUERIES_PER_KV query heads that share the KV head into the M rows of `tl.dot`:
+
+    row m  ->  token  local_tile * BLOCK_Q + m // QUERIES_PER_KV   (within the sequence's chunk)
+               head   kv_head * QUERIES_PER_KV + m % QUERIES_PER_KV
+    rows m >= BLOCK_Q * QUERIES_PER_KV are padding (decode: 7 heads padded to 16 rows)
+
+so each K/V tile is loaded once for all heads of its group. The program walks KV tiles of BLOCK_N keys;
+each key's page is read from the block table inside the loop (page = block_table[n // block_size]), so
+any block size works and pages need not be contiguous. Tiles wholly at or below the tile's first query
+position run without masks; the rest apply the causal mask `key <= query position`.
+
+Grid (computed from host-known sizes only, nothing read back from the device):
+    axis 0: query tiles x Hkv, heaviest (last) tiles first; tiles past a sequence's q_len exit at once.
+        "direct" mapping: B * cdiv(max_query_len, BLOCK_Q) tiles, tile -> (seq, local tile) by divmod;
+        "search" mapping: T // BLOCK_Q + B tiles; sequence b owns tiles from query_start_loc[b] // BLOCK_Q + b
+            on (a monotone map: each sequence gets at least its cdiv(q_len, BLOCK_Q) tiles); a program finds
+            its sequence by counting sequences that start at or before it. The smaller grid is used.
+    axis 1: KV splits. With split-K each program covers `tiles_per_split` KV tiles, writes its normalised
+        partial output and log2-sum-exp into fp32 scratch, and `_merge_splits_kernel` combines them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+
+_LOG2E = 1.4426950408889634
+_SEARCH_BLOCK = tl.constexpr(128)  # sequences counted per step of the tile -> sequence search
+_MAX_SPLITS = 64
+_MIN_TILES_PER_SPLIT = 4
+
+
+@triton.jit
+def _attend_tiles(
+    acc, l_i, m_i, q, q_pos, k_base, v_base, block_table_row, tile_lo, tile_hi, kv_end,
+    stride_k_page, stride_k_slot, stride_k_dim, stride_v_page, stride_v_slot, stride_v_dim,
+    stride_bt_block, scale_log2,
+    HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_SIZE: tl.constexpr,
+    CAUSAL: tl.constexpr, DOT_PRECISION: tl.constexpr,
+):
+    """Online softmax over KV tiles [tile_lo, tile_hi). CAUSAL=False only for tiles whose keys all lie
+    at or before every row's query position (no key or causal mask needed)."""
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, HEAD_DIM_PAD)
+    dim_valid = offs_d < HEAD_DIM
+    for tile in range(tile_lo, tile_hi):
+        keys = tile * BLOCK_N + offs_n  # [N] absolute key positions
+        key_valid = keys < kv_end
+        if CAUSAL:
+            pages = tl.load(block_table_row + (keys // BLOCK_SIZE) * stride_bt_block, mask=key_valid, other=0)
+        else:
+            pages = tl.load(block_table_row + (keys // BLOCK_SIZE) * stride_bt_block)
+        pages = pages.to(tl.int64)
+        slots = keys % BLOCK_SIZE
+        k_ptrs = (k_base + pages[:, None] * stride_k_page + slots[:, None] * stride_k_slot
+                  + offs_d[None, :] * stride_k_dim)  # [N, Dp]
+        v_ptrs = (v_base + pages[:, None] * stride_v_page + slots[:, None] * stride_v_slot
+                  + offs_d[None, :] * stride_v_dim)
+        if CAUSAL:
+            kv_mask = key_valid[:, None] & dim_valid[None, :]
+            k = tl.load(k_ptrs, mask=kv_mask, other=0.0)
+            v = tl.load(v_ptrs, mask=kv_mask, other=0.0)
+        elif HEAD_DIM == HEAD_DIM_PAD:
+            k = tl.load(k_ptrs)
+            v = tl.load(v_ptrs)
+        else:
+            k = tl.load(k_ptrs, mask=dim_valid[None, :], other=0.0)
+            v = tl.load(v_ptrs, mask=dim_valid[None, :], other=0.0)
+
+        scores = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * scale_log2  # [M, N], log2 units
+        if CAUSAL:
+            scores = tl.where(keys[None, :] <= q_pos[:, None], scores, float("-inf"))
+            m_new = tl.maximum(m_i, tl.max(scores, 1))
+            m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows with no key yet: avoid inf - inf
+        else:
+            m_new = tl.maximum(m_i, tl.max(scores, 1))
+            m_ref = m_new
+        p = tl.exp2(scores - m_ref[:, None])
+        alpha = tl.exp2(m_i - m_ref)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
+        m_i = m_new
+    return acc, l_i, m_i
+
+
+@triton.jit
+def _paged_attention_kernel(
+    q_ptr, k_cache_ptr, v_cache_ptr, out_ptr, partial_out_ptr, partial_lse_ptr,
+    query_start_loc_ptr, seq_lens_ptr, block_tables_ptr,
+    scale_log2, num_seqs, num_tiles, tiles_per_seq, tiles_per_split,
+    stride_q_token, stride_q_head, stride_q_dim,
+    stride_k_page, stride_k_slot, stride_k_head, stride_k_dim,
+    stride_v_page, stride_v_slot, stride_v_head, stride_v_dim,
+    stride_o_token, stride_o_head, stride_o_dim,
+    stride_bt_seq, stride_bt_block,
+    stride_po_split, stride_po_token, stride_po_head,
+    stride_pl_split, stride_pl_token,
+    NUM_KV_HEADS: tl.constexpr, QUERIES_PER_KV: tl.constexpr, HEAD_DIM: tl.constexpr,
+    HEAD_DIM_PAD: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_SIZE: tl.constexpr, DIRECT_GRID: tl.constexpr, SPLIT_K: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    kv_head = pid % NUM_KV_HEADS
+    tile_id = num_tiles - 1 - pid // NUM_KV_HEADS  # last (longest-context) tiles start first
+    split = tl.program_id(1)
+
+    if DIRECT_GRID:
+        seq = tile_id // tiles_per_seq
+        local_tile = tile_id % tiles_per_seq
+        q_start = tl.load(query_start_loc_ptr + seq)
+    else:
+        count = tl.zeros([], dtype=tl.int32)
+        for first in range(0, num_seqs, _SEARCH_BLOCK):
+            idx = first + tl.arange(0, _SEARCH_BLOCK)
+            starts = tl.load(query_start_loc_ptr + idx, mask=idx < num_seqs, other=0)
+            if BLOCK_Q == 1:
+                first_tiles = starts
+            else:
+                first_tiles = starts // BLOCK_Q + idx
+            count += tl.sum(((first_tiles <= tile_id) & (idx < num_seqs)).to(tl.int32), 0)
+        seq = count - 1
+        q_start = tl.load(query_start_loc_ptr + seq)
+        if BLOCK_Q == 1:
+            local_tile = tile_id - q_start
+        else:
+            local_tile = tile_id - (q_start // BLOCK_Q + seq)
+    q_len = tl.load(query_start_loc_ptr + seq + 1) - q_start
+    if local_tile * BLOCK_Q >= q_len:
+        return
+    context_len = tl.load(seq_lens_ptr + seq) - q_len  # keys computed before this chunk
+
+    offs_m = tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, HEAD_DIM_PAD)
+    dim_valid = offs_d < HEAD_DIM
+    q_offset = local_tile * BLOCK_Q + offs_m // QUERIES_PER_KV  # [M] query index within the chunk
+    row_valid = (offs_m < BLOCK_Q * QUERIES_PER_KV) & (q_offset < q_len)
+    q_head = kv_head * QUERIES_PER_KV + offs_m % QUERIES_PER_KV  # [M]
+    q_pos = context_len + q_offset  # [M] absolute positions
+    token = (q_start + q_offset).to(tl.int64)  # [M]
+    row_mask = row_valid[:, None] & dim_valid[None, :]
+    q = tl.load(q_ptr + token[:, None] * stride_q_token + q_head[:, None] * stride_q_head
+                + offs_d[None, :] * stride_q_dim, mask=row_mask, other=0.0)
+
+    # keys [0, kv_end) are visible to some row; keys < unmasked_end to every row
+    kv_end = context_len + tl.minimum((local_tile + 1) * BLOCK_Q, q_len)
+    unmasked_tiles = (context_len + local_tile * BLOCK_Q + 1) // BLOCK_N
+    tile_lo = 0
+    tile_hi = tl.cdiv(kv_end, BLOCK_N)
+    if SPLIT_K:
+        tile_lo = split * tiles_per_split
+        tile_hi = tl.minimum(tile_hi, tile_lo + tiles_per_split)
+    tile_mid = tl.maximum(tl.minimum(unmasked_tiles, tile_hi), tile_lo)
+
+    k_base = k_cache_ptr + kv_head * stride_k_head
+    v_base = v_cache_ptr + kv_head * stride_v_head
+    block_table_row = block_tables_ptr + seq.to(tl.int64) * stride_bt_seq
+    acc = tl.zeros([BLOCK_M, HEAD_DIM_PAD], dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    acc, l_i, m_i = _attend_tiles(
+        acc, l_i, m_i, q, q_pos, k_base, v_base, block_table_row, tile_lo, tile_mid, kv_end,
+        stride_k_page, stride_k_slot, stride_k_dim, stride_v_page, stride_v_slot, stride_v_dim,
+        stride_bt_block, scale_log2, HEAD_DIM, HEAD_DIM_PAD, BLOCK_N, BLOCK_SIZE, False, DOT_PRECISION,
+    )
+    acc, l_i, m_i = _attend_tiles(
+        acc, l_i, m_i, q, q_pos, k_base, v_base, block_table_row, tile_mid, tile_hi, kv_end,
+        stride_k_page, stride_k_slot, stride_k_dim, stride_v_page, stride_v_slot, stride_v_dim,
+        stride_bt_block, scale_log2, HEAD_DIM, HEAD_DIM_PAD, BLOCK_N, BLOCK_SIZE, True, DOT_PRECISION,
+    )
+
+    if SPLIT_K:
+        # a split with no visible key for a row leaves l = 0: lse -inf and a zero partial (weight 0)
+        has_keys = l_i > 0.0
+        lse = tl.where(has_keys, m_i + tl.log2(tl.where(has_keys, l_i, 1.0)), float("-inf"))
+        partial = acc / tl.where(has_keys, l_i, 1.0)[:, None]
+        tl.store(partial_out_ptr + split * stride_po_split + token[:, None] * stride_po_token
+                 + q_head[:, None] * stride_po_head + offs_d[None, :], partial, mask=row_mask)
+        tl.store(partial_lse_ptr + split * stride_pl_split + token * stride_pl_token + q_head, lse,
+                 mask=row_valid)
+    else:
+        result = acc / l_i[:, None]
+        tl.store(out_ptr + token[:, None] * stride_o_token + q_head[:, None] * stride_o_head
+                 + offs_d[None, :] * stride_o_dim, result.to(out_ptr.dtype.element_ty), mask=row_mask)
+
+
+@triton.jit
+def _merge_splits_kernel(
+    out_ptr, partial_out_ptr, partial_lse_ptr, query_start_loc_ptr, num_seqs, num_splits,
+    stride_o_token, stride_o_head, stride_o_dim,
+    stride_po_split, stride_po_token, stride_po_head, stride_pl_split, stride_pl_token,
+    HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr, SPLITS_PAD: tl.constexpr,
+):
+    """out[token, head] = sum_s 2^(lse_s - max) * partial_s / sum_s 2^(lse_s - max)."""
+    token = tl.program_id(0)
+    head = tl.program_id(1)
+    if token >= tl.load(query_start_loc_ptr + num_seqs):
+        return  # not a scheduled token: left untouched, as the reference does
+    offs_s = tl.arange(0, SPLITS_PAD)
+    offs_d = tl.arange(0, HEAD_DIM_PAD)
+    split_valid = offs_s < num_splits
+    lse = tl.load(partial_lse_ptr + offs_s * stride_pl_split + token * stride_pl_token + head,
+                  mask=split_valid, other=float("-inf"))
+    weights = tl.exp2(lse - tl.max(lse, 0))
+    weights = weights / tl.sum(weights, 0)
+    partial = tl.load(partial_out_ptr + offs_s[:, None] * stride_po_split + token * stride_po_token
+                      + head * stride_po_head + offs_d[None, :],
+                      mask=split_valid[:, None] & (offs_d[None, :] < HEAD_DIM), other=0.0)
+    result = tl.sum(partial * weights[:, None], 0)
+    tl.store(out_ptr + token * stride_o_token + head * stride_o_head + offs_d * stride_o_dim,
+             result.to(out_ptr.dtype.element_ty), mask=offs_d < HEAD_DIM)
+
+
+@dataclass(frozen=True)
+class AttentionConfig:
+    """Tile shape and launch options of one launch (chosen by `_pick_config`, overridable in tests)."""
+
+    block_m: int  # rows of the query tile (query tokens x heads of a KV group), >= 16
+    block_q: int  # query tokens per tile; block_q * queries_per_kv <= block_m
+    block_n: int  # keys per KV tile
+    num_warps: int
+    num_stages: int
+
+
+def _pick_config(max_query_len: int, queries_per_kv: int, head_dim_pad: int, on_gpu: bool) -> AttentionConfig:
+    group_rows = triton.next_power_of_2(queries_per_kv)
+    if max_query_len == 1:  # pure decode: one token per tile, the head group padded to 16 rows
+        block_m = max(16, group_rows)
+        if not on_gpu:
+            return AttentionConfig(block_m, 1, 32, 4, 1)
+        return AttentionConfig(block_m, 1, 64, 4, 3)
+    rows = max(16, min(128, triton.next_power_of_2(max_query_len * queries_per_kv)))
+    block_m = max(rows, group_rows)
+    block_q = block_m // queries_per_kv
+    if not on_gpu:
+        return AttentionConfig(block_m, block_q, 32, 4, 1)
+    if block_m >= 128:
+        return AttentionConfig(block_m, block_q, 64, 8, 3 if head_dim_pad <= 128 else 2)
+    return AttentionConfig(block_m, block_q, 64, 4, 3)
+
+
+_NUM_SMS: dict[int, int] = {}
+
+
+def _num_sms(device: torch.device) -> int:
+    if device.type != "cuda":
+        return 132  # CPU / interpreter: decide as on an H200, so tests see the same choices
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    if index not in _NUM_SMS:
+        _NUM_SMS[index] = torch.cuda.get_device_properties(index).multi_processor_count
+    return _NUM_SMS[index]
+
+
+def _pick_num_splits(num_programs: int, max_seq_len: int, block_n: int, num_sms: int) -> int:
+    """Split the context only when the grid would leave SMs idle; aim for two programs per SM."""
+    kv_tiles = triton.cdiv(max_seq_len, block_n)
+    if num_programs >= num_sms or kv_tiles < 2 * _MIN_TILES_PER_SPLIT:
+        return 1
+    return max(1, min(triton.cdiv(2 * num_sms, num_programs), kv_tiles // _MIN_TILES_PER_SPLIT, _MAX_SPLITS))
+
+
+# Split-K scratch, per device: a flat fp32 buffer that only grows. Buffers are never freed, because a
+# captured CUDA graph keeps using the one it saw at capture (replacing it would hand its memory back).
+_WORKSPACES: dict[torch.device, list[torch.Tensor]] = {}
+
+
+def split_k_workspace(device: torch.device, num_elements: int) -> torch.Tensor:
+    """An fp32 scratch of at least `num_elements` on `device` (reused across calls; allocate it before
+    CUDA-graph capture by running each captured shape once, or by calling this with the largest size)."""
+    buffers = _WORKSPACES.setdefault(torch.device(device), [])
+    if not buffers or buffers[-1].numel() < num_elements:
+        capacity = max(num_elements, 2 * buffers[-1].numel() if buffers else 0)
+        buffers.append(torch.empty(capacity, dtype=torch.float32, device=device))
+    return buffers[-1]
+
+
+def paged_attention_triton(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    query_start_loc: torch.Tensor,
+    seq_lens: torch.Tensor,
+    block_tables: torch.Tensor,
+    scale: float,
+    max_query_len: int,
+    max_seq_len: int,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Triton version of `paged_attention_torch`: same arguments, same result. `max_query_len` and
+    `max_seq_len` must be upper bounds of this batch's q_len and seq_len (they size the grid and the
+    split-K decision; nothing is read back from the device)."""
+    return paged_attention_launch(
+        q, k_cache, v_cache, query_start_loc, seq_lens, block_tables, scale, max_query_len, max_seq_len, out
+    )
+
+
+def paged_attention_launch(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    query_start_loc: torch.Tensor,
+    seq_lens: torch.Tensor,
+    block_tables: torch.Tensor,
+    scale: float,
+    max_query_len: int,
+    max_seq_len: int,
+    out: torch.Tensor | None = None,
+    num_splits: int | None = None,
+    config: AttentionConfig | None = None,
+) -> torch.Tensor:
+    """`paged_attention_triton` with the split count and tile config overridable (tests, benchmarks)."""
+    num_tokens, num_q_heads, head_dim = q.shape
+    _, block_size, num_kv_heads, _ = k_cache.shape
+    num_seqs = seq_lens.shape[0]
+    queries_per_kv = num_q_heads // num_kv_heads
+    if out is None:
+        out = torch.empty_like(q)
+    if num_tokens == 0 or num_seqs == 0 or max_query_len == 0:
+        return out
+    head_dim_pad = max(16, triton.next_power_of_2(head_dim))
+    on_gpu = q.device.type == "cuda"
+    if config is None:
+        config = _pick_config(max_query_len, queries_per_kv, head_dim_pad, on_gpu)
+    block_q = config.block_q
+
+    tiles_per_seq = triton.cdiv(max_query_len, block_q)
+    search_tiles = num_tokens if block_q == 1 else num_tokens // block_q + num_seqs
+    direct_grid = num_seqs * tiles_per_seq <= search_tiles
+    num_tiles = num_seqs * tiles_per_seq if direct_grid else search_tiles
+    num_programs = num_tiles * num_kv_heads
+
+    kv_tiles = triton.cdiv(max_seq_len, config.block_n)
+    if num_splits is None:
+        num_splits = _pick_num_splits(num_programs, max_seq_len, config.block_n, _num_sms(q.device))
+    tiles_per_split = triton.cdiv(kv_tiles, max(1, num_splits))
+    num_splits = triton.cdiv(kv_tiles, tiles_per_split)  # drop splits that could never hold a key
+    split_k = num_splits > 1
+
+    if split_k:
+        partial_size = num_splits * num_tokens * num_q_heads * head_dim
+        scratch = split_k_workspace(q.device, partial_size + num_splits * num_tokens * num_q_heads)
+        partial_out = scratch[:partial_size].view(num_splits, num_tokens, num_q_heads, head_dim)
+        partial_lse = scratch[partial_size:partial_size + num_splits * num_tokens * num_q_heads].view(
+            num_splits, num_tokens, num_q_heads
+        )
+    else:
+        partial_out = partial_lse = out  # unused
+
+    _paged_attention_kernel[(num_programs, num_splits)](
+        q, k_cache, v_cache, out, partial_out, partial_lse,
+        query_start_loc, seq_lens, block_tables,
+        scale * _LOG2E, num_seqs, num_tiles, tiles_per_seq, tiles_per_split,
+        *q.stride(), *k_cache.stride(), *v_cache.stride(), *out.stride(), *block_tables.stride(),
+        *(partial_out.stride()[:3] if split_k else (0, 0, 0)),
+        *(partial_lse.stride()[:2] if split_k else (0, 0)),
+        NUM_KV_HEADS=num_kv_heads, QUERIES_PER_KV=queries_per_kv, HEAD_DIM=head_dim,
+        HEAD_DIM_PAD=head_dim_pad, BLOCK_Q=block_q, BLOCK_M=config.block_m, BLOCK_N=config.block_n,
+        BLOCK_SIZE=block_size, DIRECT_GRID=direct_grid, SPLIT_K=split_k,
+        DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
+        num_warps=config.num_warps, num_stages=config.num_stages,
+    )
+    if split_k:
+        _merge_splits_kernel[(num_tokens, num_q_heads)](
+            out, partial_out, partial_lse, query_start_loc, num_seqs, num_splits,
+            *out.stride(), *partial_out.stride()[:3], *partial_lse.stride()[:2],
+            HEAD_DIM=head_dim, HEAD_DIM_PAD=head_dim_pad, SPLITS_PAD=triton.next_power_of_2(num_splits),
+            num_warps=4,
+        )
+    return out

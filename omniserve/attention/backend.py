@@ -1,0 +1,67 @@
+"""Attention backends: how a step writes K/V into the paged pool and attends over it.
+
+Contract of every backend:
+- `write_kv(k, v, k_cache, v_cache, slot_mapping)` stores this step's K/V ([T, Hkv, D]) at their slots,
+  skipping negative slots; it must run before `attend` of the same layer (so chunks and prefix readers in
+  the same step see it).
+- `attend(q, k_cache, v_cache, metadata, scale)` returns [T, Hq, D]: causal attention of every query over
+  its own request's context in the pool (see kernels/paged_attention.py for the exact layout).
+- Neither syncs with the host or allocates data-dependent buffers (the torch backend is exempt: it is the
+  portable reference path, not the CUDA-graph path).
+Backends are picked by name from `ATTENTION_BACKENDS`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import torch
+
+from omniserve.attention.forward_context import AttentionMetadata
+
+
+class AttentionBackend(ABC):
+    name: str
+
+    @abstractmethod
+    def write_kv(
+        self, k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+        slot_mapping: torch.Tensor,
+    ) -> None: ...
+
+    @abstractmethod
+    def attend(
+        self, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, metadata: AttentionMetadata,
+        scale: float,
+    ) -> torch.Tensor: ...
+
+
+class TorchAttentionBackend(AttentionBackend):
+    """Plain torch over the same paged pool; runs on any device."""
+
+    name = "torch"
+
+    def write_kv(self, k, v, k_cache, v_cache, slot_mapping) -> None:
+        from omniserve.kernels.kv_write import write_kv_torch
+
+        write_kv_torch(k, v, k_cache, v_cache, slot_mapping)
+
+    def attend(self, q, k_cache, v_cache, metadata, scale) -> torch.Tensor:
+        from omniserve.kernels.paged_attention import paged_attention_torch
+
+        return paged_attention_torch(
+            q, k_cache, v_cache, metadata.query_start_loc, metadata.seq_lens, metadata.block_tables,
+            scale, metadata.max_query_len, metadata.max_seq_len,
+        )
+
+
+ATTENTION_BACKENDS: dict[str, type[AttentionBackend]] = {"torch": TorchAttentionBackend}
+
+
+def create_attention_backend(name: str, device: torch.device) -> AttentionBackend:
+    """Resolve "auto" (triton on CUDA when available, torch elsewhere) and build the backend."""
+    if name == "auto":
+        name = "triton" if device.type == "cuda" and "triton" in ATTENTION_BACKENDS else "torch"
+    if name not in ATTENTION_BACKENDS:
+        raise ValueError(f"attention backend {name!r} is not available; available: {sorted(ATTENTION_BACKENDS)}")
+    return ATTENTION_BACKENDS[name]()

@@ -1,0 +1,30 @@
+"""`Attention`: the paged-attention layer a model calls with this step's q, k, v."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from omniserve.attention.forward_context import get_forward_context
+
+
+class Attention(nn.Module):
+    def __init__(self, num_heads: int, num_kv_heads: int, head_dim: int, scale: float) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.num_kv_heads = num_kv_heads
+        self.head_dim = head_dim
+        self.scale = scale
+        # Views into the page pool, bound by the model runner once the pool exists.
+        self.k_cache: torch.Tensor | None = None  # [num_pages, block_size, Hkv, D]
+        self.v_cache: torch.Tensor | None = None
+
+    def bind_kv_cache(self, k_cache: torch.Tensor, v_cache: torch.Tensor) -> None:
+        self.k_cache, self.v_cache = k_cache, v_cache
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """q: [T, Hq, D], k/v: [T, Hkv, D] -> [T, Hq, D]."""
+        context = get_forward_context()
+        assert self.k_cache is not None, "KV cache not bound: the model runner binds it after allocating the pool"
+        context.backend.write_kv(k, v, self.k_cache, self.v_cache, context.attn_metadata.slot_mapping)
+        return context.backend.attend(q, self.k_cache, self.v_cache, context.attn_metadata, self.scale)

@@ -1,0 +1,135 @@
+"""`EngineCore`: the loop body. `step()` is schedule -> execute -> update_from_output.
+
+In: `EngineCoreRequest`s and aborts from a frontend. Out: `EngineCoreOutput`s (new tokens, finish).
+Loads the checkpoint, sizes the page pool, and owns the scheduler (CPU bookkeeping) and the model runner
+(tensors). It knows nothing of text: tokenization and detokenization live in the frontend.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from omniserve.config import EngineConfig
+from omniserve.core.messages import EngineCoreOutput, EngineCoreRequest, EngineStats
+from omniserve.core.scheduler import Scheduler
+from omniserve.models.loader import load_hf_config, resolve_dtype, resolve_model_path
+from omniserve.request import Request
+from omniserve.worker.model_runner import ModelRunner
+
+logger = logging.getLogger("omniserve")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a frontend needs to know to validate requests for this engine."""
+
+    model_path: Path
+    max_model_len: int  # context length: prompt + outputs
+    vocab_size: int
+    eos_token_ids: tuple[int, ...]  # from generation_config.json, else config.json
+    num_kv_blocks: int
+    block_size: int
+
+    @property
+    def pool_capacity_tokens(self) -> int:
+        return self.num_kv_blocks * self.block_size
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was requested but CUDA is not available on this machine")
+    return device
+
+
+def read_eos_token_ids(path: Path, hf_config) -> tuple[int, ...]:
+    eos = None
+    try:
+        from transformers import GenerationConfig
+
+        eos = GenerationConfig.from_pretrained(path).eos_token_id
+    except Exception:  # no generation_config.json
+        pass
+    if eos is None:
+        eos = getattr(hf_config, "eos_token_id", None)
+    if eos is None:
+        return ()
+    return tuple(eos) if isinstance(eos, (list, tuple)) else (eos,)
+
+
+class EngineCore:
+    def __init__(self, config: EngineConfig) -> None:
+        from omniserve.demo import demo_model_path
+
+        model_path = resolve_model_path(config.model.model, config.model.revision) if config.model.model \
+            else demo_model_path()
+        hf_config = load_hf_config(model_path)
+        max_positions = getattr(hf_config, "max_position_embeddings", None) or 2**31
+        max_model_len = config.model.max_model_len or max_positions
+        if max_model_len > max_positions:
+            raise ValueError(f"max_model_len={max_model_len} exceeds the model's max_position_embeddings "
+                             f"({max_positions})")
+        device = resolve_device(config.device.device)
+        if device.type == "cuda" and device.index is not None:
+            torch.cuda.set_device(device)
+        torch.manual_seed(config.model.seed)
+        dtype = resolve_dtype(config.model.dtype, hf_config, device)
+
+        self.config = config
+        self.runner = ModelRunner(config, model_path, hf_config, device, dtype)
+        num_pages = self.runner.determine_num_pages()
+        self.runner.allocate_pool(num_pages)
+        self.scheduler = Scheduler(config.scheduler, config.cache, num_pages)
+        self.info = ModelInfo(
+            model_path=model_path,
+            max_model_len=max_model_len,
+            vocab_size=hf_config.vocab_size,
+            eos_token_ids=read_eos_token_ids(model_path, hf_config),
+            num_kv_blocks=num_pages,
+            block_size=config.cache.block_size,
+        )
+        logger.info("engine ready: %s on %s (%s), %d KV pages of %d tokens (%.1f MiB), backend %s",
+                    model_path, device, dtype, num_pages, config.cache.block_size,
+                    num_pages * self.runner.page_bytes / 2**20, self.runner.backend.name)
+
+    def add_request(self, request: EngineCoreRequest) -> None:
+        self.scheduler.add_request(
+            Request(
+                request_id=request.request_id,
+                prompt_token_ids=list(request.prompt_token_ids),
+                sampling_params=request.sampling_params,
+                eos_token_ids=frozenset(request.eos_token_ids),
+                max_tokens=request.max_tokens,
+                arrival_time=request.arrival_time,
+            )
+        )
+
+    def abort_requests(self, request_ids: list[str]) -> None:
+        self.scheduler.abort_requests(request_ids)
+
+    def has_unfinished_requests(self) -> bool:
+        return self.scheduler.has_unfinished_requests()
+
+    def step(self) -> list[EngineCoreOutput]:
+        scheduler_output = self.scheduler.schedule()
+        runner_output = self.runner.execute(scheduler_output)
+        return self.scheduler.update_from_output(scheduler_output, runner_output)
+
+    def stats(self) -> EngineStats:
+        pool = self.scheduler.pool
+        return EngineStats(
+            num_running=len(self.scheduler.running),
+            num_waiting=len(self.scheduler.waiting),
+            num_kv_blocks_total=pool.num_pages,
+            num_kv_blocks_free=pool.num_free_pages,
+            num_kv_blocks_used_peak=pool.peak_used_pages,
+            num_preemptions=self.scheduler.num_preemptions,
+            prefix_cache_queries=pool.prefix_queries,
+            prefix_cache_hits=pool.prefix_hits,
+        )

@@ -1,0 +1,194 @@
+"""`Scheduler`: decides, each step, how many tokens every request computes.
+
+One rule: each request is owed `num_tokens - num_computed_tokens` tokens, and a step pays them out of
+a token budget (`max_num_batched_tokens`) in this order:
+  1. running requests that decode (owe exactly one token),
+  2. running requests in the middle of a (chunked) prefill, oldest first,
+  3. waiting requests, first come first served, after a prefix-cache lookup.
+When the pool runs out of pages, the most recently admitted running request that is not yet scheduled in
+this step is preempted: its pages are freed and it waits at the front of the queue to be recomputed
+(its tokens are kept, so its output does not change). No new request is admitted in a step that preempted.
+
+Flows in: `Request`s (add_request), aborts, and `ModelRunnerOutput`s.
+Flows out: a `SchedulerOutput` per step, and `EngineCoreOutput`s for the frontend.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from omniserve.config import CacheConfig, SchedulerConfig
+from omniserve.core.messages import EngineCoreOutput
+from omniserve.core.page_pool import PagePool
+from omniserve.core.scheduler_output import (
+    CachedRequestData,
+    ModelRunnerOutput,
+    NewRequestData,
+    SchedulerOutput,
+)
+from omniserve.request import Request, RequestStatus
+
+
+class Scheduler:
+    def __init__(self, scheduler_config: SchedulerConfig, cache_config: CacheConfig, num_pages: int) -> None:
+        self.config = scheduler_config
+        self.pool = PagePool(num_pages, cache_config.block_size, cache_config.enable_prefix_caching)
+        self.requests: dict[str, Request] = {}  # every live (unfinished) request
+        self.waiting: deque[Request] = deque()
+        self.running: list[Request] = []  # in admission order
+        self._dropped: set[str] = set()  # ids whose runner state goes away with the next step
+        self._sent_page_counts: dict[str, int] = {}  # request id -> pages the runner knows about
+        self.num_preemptions = 0
+
+    # ----- requests in and out ---------------------------------------------------------------------
+    def add_request(self, request: Request) -> None:
+        if request.request_id in self.requests:
+            raise ValueError(f"request id {request.request_id!r} is already in use")
+        self.requests[request.request_id] = request
+        self.waiting.append(request)
+
+    def abort_requests(self, request_ids: list[str]) -> list[Request]:
+        """Abort and free at once; unknown or finished ids are ignored."""
+        aborted = []
+        for request_id in request_ids:
+            request = self.requests.get(request_id)
+            if request is not None:
+                self._finish(request, RequestStatus.FINISHED_ABORTED)
+                aborted.append(request)
+        return aborted
+
+    def has_unfinished_requests(self) -> bool:
+        return bool(self.requests)
+
+    def _finish(self, request: Request, status: RequestStatus) -> None:
+        request.status = status
+        if request in self.running:
+            self.running.remove(request)
+        elif request in self.waiting:
+            self.waiting.remove(request)
+        self.pool.free(request.request_id)
+        self._sent_page_counts.pop(request.request_id, None)
+        self._dropped.add(request.request_id)
+        del self.requests[request.request_id]
+
+    def _preempt(self, request: Request) -> None:
+        self.running.remove(request)
+        self.pool.free(request.request_id)
+        self._sent_page_counts.pop(request.request_id, None)
+        self._dropped.add(request.request_id)
+        request.status = RequestStatus.WAITING
+        request.num_computed_tokens = 0
+        request.num_preemptions += 1
+        self.num_preemptions += 1
+        self.waiting.appendleft(request)
+
+    # ----- one step --------------------------------------------------------------------------------
+    def _chunk(self, request: Request, num_computed: int, budget: int) -> int:
+        owed = request.num_tokens - num_computed
+        cap = self.config.long_prefill_token_threshold
+        return min(owed, budget, cap) if cap > 0 else min(owed, budget)
+
+    def schedule(self) -> SchedulerOutput:
+        budget = self.config.max_num_batched_tokens
+        scheduled: dict[str, int] = {}
+        preempted: list[Request] = []
+
+        # 1 + 2: running requests, decodes before partial prefills (stable: oldest first within each).
+        for request in sorted(self.running, key=lambda r: r.num_tokens - r.num_computed_tokens > 1):
+            if budget == 0:
+                break
+            if request.status != RequestStatus.RUNNING:  # preempted earlier in this loop
+                continue
+            num_new = self._chunk(request, request.num_computed_tokens, budget)
+            while not self.pool.allocate(request, num_new):
+                victims = [r for r in self.running if r.request_id not in scheduled and r is not request]
+                victim = victims[-1] if victims else request
+                self._preempt(victim)
+                preempted.append(victim)
+                if victim is request:
+                    break
+            if request.status == RequestStatus.RUNNING:
+                scheduled[request.request_id] = num_new
+                budget -= num_new
+
+        # 3: waiting requests, only if nobody was preempted (they would take the pages back at once).
+        new_request_ids: set[str] = set()
+        while self.waiting and budget > 0 and not preempted and len(self.running) < self.config.max_num_seqs:
+            request = self.waiting[0]
+            prefix = self.pool.find_cached_prefix(request)
+            num_cached = len(prefix) * self.pool.block_size
+            num_new = self._chunk(request, num_cached, budget)
+            if not self.pool.allocate(request, num_new, prefix):
+                break
+            self.waiting.popleft()
+            request.status = RequestStatus.RUNNING
+            request.num_computed_tokens = num_cached
+            if request.num_preemptions == 0:
+                request.num_cached_tokens = num_cached
+            self.running.append(request)
+            scheduled[request.request_id] = num_new
+            new_request_ids.add(request.request_id)
+            budget -= num_new
+
+        return self._make_output(scheduled, new_request_ids)
+
+    def _make_output(self, scheduled: dict[str, int], new_request_ids: set[str]) -> SchedulerOutput:
+        new_requests, cached_requests = [], []
+        for request_id, num_tokens in scheduled.items():
+            request = self.requests[request_id]
+            page_ids = self.pool.page_ids(request_id)
+            if request_id in new_request_ids:
+                new_requests.append(
+                    NewRequestData(
+                        request_id=request_id,
+                        token_ids=request.all_token_ids,
+                        num_prompt_tokens=request.num_prompt_tokens,
+                        sampling_params=request.sampling_params,
+                        eos_token_ids=sorted(request.eos_token_ids),
+                        page_ids=page_ids,
+                        num_computed_tokens=request.num_computed_tokens,
+                    )
+                )
+            else:
+                sent = self._sent_page_counts[request_id]
+                cached_requests.append(
+                    CachedRequestData(request_id, page_ids[sent:], request.num_computed_tokens)
+                )
+            self._sent_page_counts[request_id] = len(page_ids)
+            request.num_computed_tokens += num_tokens  # counts as computed from here on
+        # A request dropped and re-admitted in this same step is new to the runner: drop first, then add.
+        output = SchedulerOutput(
+            new_requests=new_requests,
+            cached_requests=cached_requests,
+            num_scheduled_tokens=scheduled,
+            total_num_scheduled_tokens=sum(scheduled.values()),
+            dropped_request_ids=self._dropped,
+        )
+        self._dropped = set()
+        return output
+
+    def update_from_output(
+        self, scheduler_output: SchedulerOutput, runner_output: ModelRunnerOutput
+    ) -> list[EngineCoreOutput]:
+        """Append sampled tokens, finish requests that stopped, and report to the frontend."""
+        outputs = []
+        for index, request_id in enumerate(runner_output.request_ids):
+            request = self.requests.get(request_id)
+            if request is None:  # aborted while the step ran
+                continue
+            token_id = runner_output.sampled_token_ids[index]
+            status = request.append_output_token(token_id)
+            logprob = runner_output.logprobs[index]
+            outputs.append(
+                EngineCoreOutput(
+                    request_id=request_id,
+                    new_token_ids=[token_id],
+                    new_logprobs=[logprob] if logprob is not None else None,
+                    finish_reason=status.finish_reason if status else None,
+                    stop_token_id=request.stop_token_id,
+                    num_cached_tokens=request.num_cached_tokens,
+                )
+            )
+            if status is not None:
+                self._finish(request, status)
+        return outputs

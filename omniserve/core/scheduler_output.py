@@ -1,0 +1,50 @@
+"""What the scheduler hands the model runner each step, and what comes back.
+
+The runner keeps a state per running request; the scheduler sends a request's whole data once
+(`NewRequestData`, also when it resumes after preemption) and only diffs afterwards (`CachedRequestData`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from omniserve.core.messages import TokenLogprob
+from omniserve.sampling_params import SamplingParams
+
+
+@dataclass
+class NewRequestData:
+    request_id: str
+    token_ids: list[int]  # prompt + outputs so far (outputs non-empty only when resuming)
+    num_prompt_tokens: int  # penalties treat prompt and output tokens differently
+    sampling_params: SamplingParams
+    eos_token_ids: list[int]  # masked while num_output_tokens < min_tokens
+    page_ids: list[int]  # pages held, in token order
+    num_computed_tokens: int  # tokens with KV already in the pool (prefix-cache hits)
+
+
+@dataclass
+class CachedRequestData:
+    request_id: str
+    new_page_ids: list[int]  # pages appended since the last step
+    num_computed_tokens: int  # before this step's tokens
+
+
+@dataclass
+class SchedulerOutput:
+    new_requests: list[NewRequestData]  # first scheduled (or resumed) this step
+    cached_requests: list[CachedRequestData]  # scheduled before, scheduled again now
+    num_scheduled_tokens: dict[str, int]  # request id -> tokens to compute this step (>= 1)
+    total_num_scheduled_tokens: int  # sum of the above, <= max_num_batched_tokens
+    dropped_request_ids: set[str] = field(default_factory=set)  # finished/aborted/preempted: drop state
+
+    @property
+    def is_empty(self) -> bool:
+        return self.total_num_scheduled_tokens == 0
+
+
+@dataclass
+class ModelRunnerOutput:
+    request_ids: list[str]  # requests that sampled a token this step (their chunk reached the end)
+    sampled_token_ids: list[int]  # one per request id
+    logprobs: list[TokenLogprob | None]  # one per request id; None unless requested

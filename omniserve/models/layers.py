@@ -1,0 +1,77 @@
+"""Building blocks shared by the models: RMSNorm, rotary embedding, gated MLP activation, linear
+layers that load fused (stacked) weights.
+
+Each layer calls one kernel from `omniserve.kernels` (plain torch today; the Triton versions plug in
+through `omniserve.kernels` with the GPU fast path).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from omniserve.kernels.activation import silu_and_mul_torch
+from omniserve.kernels.rms_norm import rms_norm_torch
+from omniserve.kernels.rotary import apply_rotary_torch
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, hidden_size: int, eps: float) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(hidden_size))
+        self.eps = eps
+
+    def forward(
+        self, x: torch.Tensor, residual: torch.Tensor | None = None
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """x: [T, H]. With `residual`, returns (norm(x + residual), x + residual)."""
+        out, summed = rms_norm_torch(x, self.weight, self.eps, residual)
+        return out if residual is None else (out, summed)
+
+
+class RotaryEmbedding(nn.Module):
+    """Holds cos/sin for every position ([max_position, D] fp32: cos half | sin half) and rotates q, k
+    in place. `inv_freq` and `attention_scaling` come from the checkpoint's rope parameters."""
+
+    def __init__(
+        self, inv_freq: torch.Tensor, max_position: int, attention_scaling: float = 1.0,
+        mrope_section: list[int] | None = None,
+    ) -> None:
+        super().__init__()
+        positions = torch.arange(max_position, dtype=torch.float32)
+        freqs = positions[:, None] * inv_freq.float()[None, :]  # [P, D/2]
+        cos_sin = torch.cat([freqs.cos(), freqs.sin()], dim=-1) * attention_scaling
+        self.register_buffer("cos_sin_cache", cos_sin, persistent=False)
+        self.mrope_section = mrope_section
+
+    def forward(self, positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor) -> None:
+        """positions: [T] (or [3, T] for M-RoPE); q: [T, Hq, D], k: [T, Hkv, D], rotated in place."""
+        apply_rotary_torch(q, k, positions, self.cos_sin_cache, self.mrope_section)
+
+
+class SiluAndMul(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: [T, 2I] -> [T, I]."""
+        return silu_and_mul_torch(x)
+
+
+class StackedLinear(nn.Linear):
+    """One linear layer whose output rows are several checkpoint tensors stacked (q|k|v, gate|up).
+    `load_shard(name, tensor)` copies checkpoint tensor `name` into its row range."""
+
+    def __init__(self, in_features: int, shard_sizes: dict[str, int], bias: bool) -> None:
+        super().__init__(in_features, sum(shard_sizes.values()), bias=bias)
+        self.shard_offsets: dict[str, tuple[int, int]] = {}
+        offset = 0
+        for name, size in shard_sizes.items():
+            self.shard_offsets[name] = (offset, size)
+            offset += size
+
+    def load_shard(self, shard: str, param_name: str, tensor: torch.Tensor) -> None:
+        start, size = self.shard_offsets[shard]
+        target = getattr(self, param_name)
+        if tensor.shape[0] != size or tensor.shape[1:] != target.shape[1:]:
+            raise ValueError(f"checkpoint tensor {shard}.{param_name} has shape {tuple(tensor.shape)}, "
+                             f"expected ({size}, {', '.join(map(str, target.shape[1:]))})")
+        with torch.no_grad():
+            target[start : start + size].copy_(tensor)
