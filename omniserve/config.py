@@ -107,11 +107,6 @@ def validate(config: EngineConfig) -> None:
         raise ValueError(f"max_num_batched_tokens must be positive, got {s.max_num_batched_tokens}")
     if s.max_num_seqs < 1:
         raise ValueError(f"max_num_seqs must be positive, got {s.max_num_seqs}")
-    if s.max_num_seqs > s.max_num_batched_tokens:
-        raise ValueError(
-            f"max_num_seqs ({s.max_num_seqs}) cannot exceed max_num_batched_tokens "
-            f"({s.max_num_batched_tokens}): every running request needs a token each step"
-        )
     if s.long_prefill_token_threshold < 0:
         raise ValueError("long_prefill_token_threshold must be >= 0")
     if d.attention_backend not in ATTENTION_BACKENDS:

@@ -1,0 +1,5 @@
+import sys
+
+from omniserve.cli import main
+
+sys.exit(main())
