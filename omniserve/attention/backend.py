@@ -4,8 +4,10 @@ Contract of every backend:
 - `write_kv(k, v, k_cache, v_cache, slot_mapping)` stores this step's K/V ([T, Hkv, D]) at their slots,
   skipping negative slots; it must run before `attend` of the same layer (so chunks and prefix readers in
   the same step see it).
-- `attend(q, k_cache, v_cache, metadata, scale)` returns [T, Hq, D]: causal attention of every query over
-  its own request's context in the pool (see kernels/paged_attention.py for the exact layout).
+- `plan(metadata)` runs once per step, before the forward; whatever it returns (index tensors derived from
+  the metadata, or None) is handed to every layer's `attend`.
+- `attend(q, k_cache, v_cache, metadata, scale, plan)` returns [T, Hq, D]: causal attention of every query
+  over its own request's context in the pool (see kernels/paged_attention.py for the exact layout).
 - Neither syncs with the host or allocates data-dependent buffers (the torch backend is exempt: it is the
   portable reference path, not the CUDA-graph path).
 Backends are picked by name from `ATTENTION_BACKENDS`.
@@ -14,6 +16,7 @@ Backends are picked by name from `ATTENTION_BACKENDS`.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import Any
 
 import torch
 
@@ -29,10 +32,13 @@ class AttentionBackend(ABC):
         slot_mapping: torch.Tensor,
     ) -> None: ...
 
+    def plan(self, metadata: AttentionMetadata, block_size: int) -> Any:
+        return None
+
     @abstractmethod
     def attend(
         self, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, metadata: AttentionMetadata,
-        scale: float,
+        scale: float, plan: Any,
     ) -> torch.Tensor: ...
 
 
@@ -46,12 +52,17 @@ class TorchAttentionBackend(AttentionBackend):
 
         write_kv_torch(k, v, k_cache, v_cache, slot_mapping)
 
-    def attend(self, q, k_cache, v_cache, metadata, scale) -> torch.Tensor:
+    def plan(self, metadata, block_size):
+        from omniserve.kernels.paged_attention import plan_paged_attention
+
+        return plan_paged_attention(metadata.query_start_loc, metadata.seq_lens, metadata.block_tables, block_size)
+
+    def attend(self, q, k_cache, v_cache, metadata, scale, plan) -> torch.Tensor:
         from omniserve.kernels.paged_attention import paged_attention_torch
 
         return paged_attention_torch(
             q, k_cache, v_cache, metadata.query_start_loc, metadata.seq_lens, metadata.block_tables,
-            scale, metadata.max_query_len, metadata.max_seq_len,
+            scale, metadata.max_query_len, metadata.max_seq_len, plan=plan,
         )
 
 

@@ -13,7 +13,7 @@ import contextlib
 import contextvars
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -38,6 +38,7 @@ class AttentionMetadata:
 class ForwardContext:
     attn_metadata: AttentionMetadata
     backend: AttentionBackend
+    attn_plan: Any = None  # backend.plan(attn_metadata), built once per step for all layers
 
 
 _CURRENT: contextvars.ContextVar[ForwardContext | None] = contextvars.ContextVar("forward_context", default=None)

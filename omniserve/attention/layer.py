@@ -27,4 +27,5 @@ class Attention(nn.Module):
         context = get_forward_context()
         assert self.k_cache is not None, "KV cache not bound: the model runner binds it after allocating the pool"
         context.backend.write_kv(k, v, self.k_cache, self.v_cache, context.attn_metadata.slot_mapping)
-        return context.backend.attend(q, self.k_cache, self.v_cache, context.attn_metadata, self.scale)
+        return context.backend.attend(q, self.k_cache, self.v_cache, context.attn_metadata, self.scale,
+                                      context.attn_plan)

@@ -100,9 +100,9 @@ class ModelRunner:
                              list(range(num_pages)), 0)
         self.states[state.request_id] = state
         num_rows = min(self.config.scheduler.max_num_seqs, num_tokens)
-        with torch.no_grad():
+        with torch.inference_mode():
             input_ids, positions, metadata, _ = self._prepare_inputs({"profile": num_tokens})
-            with forward_context(ForwardContext(metadata, self.backend)):
+            with forward_context(self._forward_context(metadata)):
                 hidden = self.model(input_ids, positions)
             self.model.compute_logits(hidden[:num_rows])
         del self.states["profile"]
@@ -170,14 +170,17 @@ class ModelRunner:
         positions_t = torch.from_numpy(np.concatenate(positions)).to(device=device, dtype=torch.long)
         return input_ids_t, positions_t, metadata, sample_rows
 
-    @torch.no_grad()
+    def _forward_context(self, metadata: AttentionMetadata) -> ForwardContext:
+        return ForwardContext(metadata, self.backend, self.backend.plan(metadata, self.block_size))
+
+    @torch.inference_mode()
     def execute(self, scheduler_output: SchedulerOutput) -> ModelRunnerOutput:
         self._update_states(scheduler_output)
         if scheduler_output.is_empty:
             return ModelRunnerOutput([], [], [])
         num_scheduled = scheduler_output.num_scheduled_tokens
         input_ids, positions, metadata, sample_rows = self._prepare_inputs(num_scheduled)
-        with forward_context(ForwardContext(metadata, self.backend)):
+        with forward_context(self._forward_context(metadata)):
             hidden = self.model(input_ids, positions)  # [T, H]
 
         sampling_ids = [rid for rid, row in zip(num_scheduled, sample_rows) if row >= 0]
