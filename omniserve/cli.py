@@ -1,4 +1,5 @@
-"""`omniserve` command line: `omniserve generate [--model M] PROMPT...` (and `serve` once the API exists).
+"""`omniserve` command line: `omniserve serve [MODEL]` (the OpenAI-compatible server, `omniserve.api.serve`)
+and `omniserve generate [--model M] PROMPT...` (offline).
 
 Engine flags map one to one to the config fields (see omniserve.cli_args); with no model the built-in
 demo checkpoint is built locally and used.
@@ -11,6 +12,7 @@ import logging
 import sys
 
 from omniserve import envs
+from omniserve.api.serve import add_serve_arguments, run_serve
 from omniserve.cli_args import add_engine_arguments, engine_kwargs_from_args
 
 
@@ -54,6 +56,8 @@ def _generate(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="omniserve", description="Serve and run multimodal omni models.")
     commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="serve a model over an OpenAI-compatible HTTP API")
+    add_serve_arguments(serve)
     generate = commands.add_parser("generate", help="generate text offline for one or more prompts")
     generate.add_argument("prompts", nargs="+", metavar="PROMPT")
     generate.add_argument("--chat", action="store_true", help="send each prompt as a user chat message")
@@ -69,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "generate":
             return _generate(args)
+        if args.command == "serve":
+            return run_serve(args)
     except ValueError as error:  # bad input: one clear line, no traceback
         print(f"omniserve: error: {error}", file=sys.stderr)
         return 2

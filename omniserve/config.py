@@ -46,6 +46,7 @@ class SchedulerConfig:
 class DeviceConfig:
     device: str = "auto"  # auto = cuda if available else cpu; or "cpu", "cuda", "cuda:1"
     attention_backend: str = "auto"  # auto = triton on CUDA, torch elsewhere
+    cuda_graphs: bool = True  # capture decode-only steps in CUDA graphs (CUDA + triton backend only)
 
 
 @dataclass(frozen=True)

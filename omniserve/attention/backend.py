@@ -47,6 +47,9 @@ class TorchAttentionBackend(AttentionBackend):
 
     name = "torch"
 
+    def __init__(self, device: torch.device) -> None:
+        del device
+
     def write_kv(self, k, v, k_cache, v_cache, slot_mapping) -> None:
         from omniserve.kernels.kv_write import write_kv_torch
 
@@ -66,13 +69,20 @@ class TorchAttentionBackend(AttentionBackend):
         )
 
 
-ATTENTION_BACKENDS: dict[str, type[AttentionBackend]] = {"torch": TorchAttentionBackend}
+def _triton_backend() -> type[AttentionBackend]:
+    from omniserve.attention.triton_backend import TritonAttentionBackend
+
+    return TritonAttentionBackend
+
+
+# name -> factory of the backend class (imported lazily: triton is only touched when chosen)
+ATTENTION_BACKENDS = {"torch": lambda: TorchAttentionBackend, "triton": _triton_backend}
 
 
 def create_attention_backend(name: str, device: torch.device) -> AttentionBackend:
-    """Resolve "auto" (triton on CUDA when available, torch elsewhere) and build the backend."""
+    """Resolve "auto" (triton on CUDA, torch elsewhere) and build the backend."""
     if name == "auto":
-        name = "triton" if device.type == "cuda" and "triton" in ATTENTION_BACKENDS else "torch"
+        name = "triton" if device.type == "cuda" else "torch"
     if name not in ATTENTION_BACKENDS:
         raise ValueError(f"attention backend {name!r} is not available; available: {sorted(ATTENTION_BACKENDS)}")
-    return ATTENTION_BACKENDS[name]()
+    return ATTENTION_BACKENDS[name]()(device)

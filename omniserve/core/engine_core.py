@@ -85,6 +85,7 @@ class EngineCore:
         self.runner = ModelRunner(config, model_path, hf_config, device, dtype)
         num_pages = self.runner.determine_num_pages()
         self.runner.allocate_pool(num_pages)
+        self.runner.capture_decode_graphs(max_model_len)
         self.scheduler = Scheduler(config.scheduler, config.cache, num_pages)
         self.info = ModelInfo(
             model_path=model_path,

@@ -1,8 +1,7 @@
 """Building blocks shared by the models: RMSNorm, rotary embedding, gated MLP activation, linear
 layers that load fused (stacked) weights.
 
-Each layer calls one kernel from `omniserve.kernels` (plain torch today; the Triton versions plug in
-through `omniserve.kernels` with the GPU fast path).
+Each layer calls one op of `omniserve.kernels.ops`: Triton on CUDA, the torch reference elsewhere.
 """
 
 from __future__ import annotations
@@ -10,9 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from omniserve.kernels.activation import silu_and_mul_torch
-from omniserve.kernels.rms_norm import rms_norm_torch
-from omniserve.kernels.rotary import apply_rotary_torch
+from omniserve.kernels.ops import apply_rotary, rms_norm, silu_and_mul
 
 
 class RMSNorm(nn.Module):
@@ -25,7 +22,7 @@ class RMSNorm(nn.Module):
         self, x: torch.Tensor, residual: torch.Tensor | None = None
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """x: [T, H]. With `residual`, returns (norm(x + residual), x + residual)."""
-        out, summed = rms_norm_torch(x, self.weight, self.eps, residual)
+        out, summed = rms_norm(x, self.weight, self.eps, residual)
         return out if residual is None else (out, summed)
 
 
@@ -46,13 +43,13 @@ class RotaryEmbedding(nn.Module):
 
     def forward(self, positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor) -> None:
         """positions: [T] (or [3, T] for M-RoPE); q: [T, Hq, D], k: [T, Hkv, D], rotated in place."""
-        apply_rotary_torch(q, k, positions, self.cos_sin_cache, self.mrope_section)
+        apply_rotary(q, k, positions, self.cos_sin_cache, self.mrope_section)
 
 
 class SiluAndMul(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: [T, 2I] -> [T, I]."""
-        return silu_and_mul_torch(x)
+        return silu_and_mul(x)
 
 
 class StackedLinear(nn.Linear):

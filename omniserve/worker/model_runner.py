@@ -36,6 +36,20 @@ logger = logging.getLogger("omniserve")
 
 
 @dataclass
+class HostBatch:
+    """One step's flattened inputs on the host (T tokens of B requests)."""
+
+    input_ids: np.ndarray  # [T] int64
+    positions: np.ndarray  # [T] int64
+    slot_mapping: np.ndarray  # [T] int64
+    query_start_loc: np.ndarray  # [B + 1] int32
+    seq_lens: np.ndarray  # [B] int32, context after this step
+    block_tables: np.ndarray  # [B, max_pages] int32
+    sample_rows: np.ndarray  # [B] int64, row of T whose logits the request samples, -1 if none
+    max_query_len: int
+
+
+@dataclass
 class RequestState:
     """The runner's copy of a running request, kept in sync by scheduler diffs."""
 
@@ -62,6 +76,7 @@ class ModelRunner:
         self.num_layers = len(layers)
         self.num_kv_heads, self.head_dim = layers[0].num_kv_heads, layers[0].head_dim
         self.pool: torch.Tensor | None = None
+        self.decode_graphs = None  # DecodeGraphs once captured
 
     # ----- the page pool ---------------------------------------------------------------------------
     @property
@@ -101,7 +116,7 @@ class ModelRunner:
         self.states[state.request_id] = state
         num_rows = min(self.config.scheduler.max_num_seqs, num_tokens)
         with torch.inference_mode():
-            input_ids, positions, metadata, _ = self._prepare_inputs({"profile": num_tokens})
+            input_ids, positions, metadata = self._device_inputs(self._build_batch({"profile": num_tokens}))
             with forward_context(self._forward_context(metadata)):
                 hidden = self.model(input_ids, positions)
             self.model.compute_logits(hidden[:num_rows])
@@ -131,47 +146,82 @@ class ModelRunner:
             state.page_ids.extend(cached.new_page_ids)
             state.num_computed_tokens = cached.num_computed_tokens
 
-    def _prepare_inputs(
-        self, num_scheduled: dict[str, int]
-    ) -> tuple[torch.Tensor, torch.Tensor, AttentionMetadata, list[int]]:
-        """Flatten the step's tokens; also return, per request, the row whose logits it samples from
-        (-1 when its chunk ends before its known tokens do)."""
+    def _build_batch(self, num_scheduled: dict[str, int]) -> HostBatch:
+        """Flatten the step's tokens into host arrays (one pass over the scheduled requests)."""
         block_size = self.block_size
-        input_ids, positions, slots, sample_rows = [], [], [], []
-        query_start_loc, seq_lens = [0], []
-        max_pages = 0
-        for request_id, num_tokens in num_scheduled.items():
-            state = self.states[request_id]
+        num_requests = len(num_scheduled)
+        input_ids: list[int] = []
+        positions, slots = [], []
+        query_start_loc = np.zeros(num_requests + 1, dtype=np.int32)
+        seq_lens = np.zeros(num_requests, dtype=np.int32)
+        sample_rows = np.full(num_requests, -1, dtype=np.int64)
+        states = [self.states[request_id] for request_id in num_scheduled]
+        for row, (state, num_tokens) in enumerate(zip(states, num_scheduled.values())):
             start, end = state.num_computed_tokens, state.num_computed_tokens + num_tokens
             input_ids.extend(state.token_ids[start:end])
             pos = np.arange(start, end)
             positions.append(pos)
             slots.append(np.asarray(state.page_ids)[pos // block_size] * block_size + pos % block_size)
-            query_start_loc.append(query_start_loc[-1] + num_tokens)
-            seq_lens.append(end)
-            sample_rows.append(query_start_loc[-1] - 1 if end == len(state.token_ids) else -1)
-            max_pages = max(max_pages, -(-end // block_size))
-        block_tables = np.zeros((len(seq_lens), max_pages), dtype=np.int32)
-        for row, request_id in enumerate(num_scheduled):
-            pages = self.states[request_id].page_ids[:max_pages]
+            query_start_loc[row + 1] = query_start_loc[row] + num_tokens
+            seq_lens[row] = end
+            if end == len(state.token_ids):
+                sample_rows[row] = query_start_loc[row + 1] - 1
+        max_pages = -(-int(seq_lens.max()) // block_size)
+        block_tables = np.zeros((num_requests, max_pages), dtype=np.int32)
+        for row, state in enumerate(states):
+            pages = state.page_ids[:max_pages]
             block_tables[row, : len(pages)] = pages
-
-        device = self.device
-        metadata = AttentionMetadata(
-            query_start_loc=torch.tensor(query_start_loc, dtype=torch.int32, device=device),
-            seq_lens=torch.tensor(seq_lens, dtype=torch.int32, device=device),
-            block_tables=torch.from_numpy(block_tables).to(device),
-            slot_mapping=torch.from_numpy(np.concatenate(slots)).to(device=device, dtype=torch.int64),
-            max_query_len=max(np.diff(query_start_loc)),
-            max_seq_len=max(seq_lens),
-            num_tokens=query_start_loc[-1],
+        return HostBatch(
+            input_ids=np.asarray(input_ids, dtype=np.int64),
+            positions=np.concatenate(positions),
+            slot_mapping=np.concatenate(slots).astype(np.int64),
+            query_start_loc=query_start_loc,
+            seq_lens=seq_lens,
+            block_tables=block_tables,
+            sample_rows=sample_rows,
+            max_query_len=int(np.diff(query_start_loc).max()),
         )
-        input_ids_t = torch.tensor(input_ids, dtype=torch.long, device=device)
-        positions_t = torch.from_numpy(np.concatenate(positions)).to(device=device, dtype=torch.long)
-        return input_ids_t, positions_t, metadata, sample_rows
+
+    def _device_inputs(self, batch: HostBatch) -> tuple[torch.Tensor, torch.Tensor, AttentionMetadata]:
+        def to_device(array: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(array).to(self.device, non_blocking=True)
+
+        metadata = AttentionMetadata(
+            query_start_loc=to_device(batch.query_start_loc),
+            seq_lens=to_device(batch.seq_lens),
+            block_tables=to_device(batch.block_tables),
+            slot_mapping=to_device(batch.slot_mapping),
+            max_query_len=batch.max_query_len,
+            max_seq_len=int(batch.seq_lens.max()),
+            num_tokens=int(batch.query_start_loc[-1]),
+        )
+        return to_device(batch.input_ids), to_device(batch.positions), metadata
 
     def _forward_context(self, metadata: AttentionMetadata) -> ForwardContext:
         return ForwardContext(metadata, self.backend, self.backend.plan(metadata, self.block_size))
+
+    def _forward(self, batch: HostBatch) -> torch.Tensor:
+        """One forward over the flattened batch: a graph replay for decode-only steps when captured."""
+        size = None
+        if self.decode_graphs is not None and batch.max_query_len == 1:
+            size = self.decode_graphs.padded_size(len(batch.seq_lens))
+        if size is not None:
+            return self.decode_graphs.run(size, batch.input_ids, batch.positions, batch.slot_mapping,
+                                          batch.seq_lens, batch.block_tables)
+        input_ids, positions, metadata = self._device_inputs(batch)
+        with forward_context(self._forward_context(metadata)):
+            return self.model(input_ids, positions)
+
+    def capture_decode_graphs(self, max_model_len: int) -> None:
+        """Capture decode-only forwards (CUDA with a sync-free attention backend only)."""
+        if self.device.type != "cuda" or not self.config.device.cuda_graphs or self.backend.name != "triton":
+            return
+        from omniserve.worker.cuda_graphs import DecodeGraphs
+
+        max_batch = min(self.config.scheduler.max_num_seqs, 512)
+        self.decode_graphs = DecodeGraphs(self.model, self.backend, self.device, max_batch, max_model_len,
+                                          self.block_size)
+        self.decode_graphs.capture()
 
     @torch.inference_mode()
     def execute(self, scheduler_output: SchedulerOutput) -> ModelRunnerOutput:
@@ -179,9 +229,9 @@ class ModelRunner:
         if scheduler_output.is_empty:
             return ModelRunnerOutput([], [], [])
         num_scheduled = scheduler_output.num_scheduled_tokens
-        input_ids, positions, metadata, sample_rows = self._prepare_inputs(num_scheduled)
-        with forward_context(self._forward_context(metadata)):
-            hidden = self.model(input_ids, positions)  # [T, H]
+        batch = self._build_batch(num_scheduled)
+        hidden = self._forward(batch)  # [T, H]
+        sample_rows = batch.sample_rows.tolist()
 
         sampling_ids = [rid for rid, row in zip(num_scheduled, sample_rows) if row >= 0]
         if not sampling_ids:

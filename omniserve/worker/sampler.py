@@ -54,9 +54,10 @@ class Sampler:
                 ids = [t for t in row.eos_token_ids + row.params.stop_token_ids if t < logits.shape[1]]
                 logits[i, ids] = float("-inf")
 
-        greedy = torch.tensor([row.params.greedy for row in rows], device=self.device)
+        greedy_flags = [row.params.greedy for row in rows]
         sampled = logits.argmax(dim=-1)
-        if not bool(greedy.all()):
+        if not all(greedy_flags):
+            greedy = torch.tensor(greedy_flags, device=self.device)
             sampled = torch.where(greedy, sampled, self._sample_random(logits, rows))
 
         token_ids = sampled.tolist()
@@ -95,8 +96,8 @@ class Sampler:
         if any(k > 0 for k in top_k) or any(p < 1.0 for p in top_p):
             logits = self._top_k_top_p(logits, top_k, top_p)
         probs = torch.softmax(logits, dim=-1)
-        min_p = torch.tensor([row.params.min_p for row in rows], device=self.device)
-        if bool((min_p > 0).any()):
+        if any(row.params.min_p > 0 for row in rows):
+            min_p = torch.tensor([row.params.min_p for row in rows], device=self.device)
             probs = probs.masked_fill(probs < min_p[:, None] * probs.max(dim=-1, keepdim=True).values, 0.0)
 
         noise = torch.empty_like(probs).exponential_()
