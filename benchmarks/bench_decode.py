@@ -1,0 +1,187 @@
+"""Engine decode throughput on the GPU vs transformers `generate`, same shapes, same run.
+
+    python benchmarks/bench_decode.py --batches 1 16 64 256 --out benchmarks/results
+
+Model: `qwen2.5-7b` shapes (../shared/notes/gpu-anchors.md) with random bf16 weights (`load_format="dummy"`).
+Each batch: B prompts of 512 random tokens, 128 new tokens each (EOS ignored), all submitted at once.
+Reported per batch: transformers tok/s (static batch), omniserve tok/s (B*128 / wall time of all steps, the
+prefill included), omniserve decode-only tok/s (steps after the first token), and the bandwidth floor:
+weights + KV bytes read per decode step over the measured copy bandwidth (anchor: 4.23 TB/s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import subprocess
+import tempfile
+import time
+
+import torch
+
+QWEN25_7B = dict(
+    architectures=["Qwen2ForCausalLM"], model_type="qwen2", hidden_size=3584, intermediate_size=18944,
+    num_hidden_layers=28, num_attention_heads=28, num_key_value_heads=4, vocab_size=152064,
+    max_position_embeddings=32768, rms_norm_eps=1e-6, tie_word_embeddings=False, hidden_act="silu",
+    rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}, bos_token_id=151643,
+    eos_token_id=151645, dtype="bfloat16", use_sliding_window=False,
+)
+PROMPT_LEN, NEW_TOKENS = 512, 128
+
+
+def make_checkpoint_dir() -> str:
+    """config.json of the real shapes + the demo tokenizer (weights come from load_format='dummy')."""
+    from omniserve.demo import build_tokenizer
+
+    path = tempfile.mkdtemp(prefix="qwen2.5-7b-")
+    with open(os.path.join(path, "config.json"), "w") as f:
+        json.dump(QWEN25_7B, f)
+    build_tokenizer().save_pretrained(path)
+    return path
+
+
+def copy_bandwidth() -> float:
+    x = torch.empty(2 * 1024**3 // 2, dtype=torch.bfloat16, device="cuda")
+    y = torch.empty_like(x)
+    for _ in range(3):
+        y.copy_(x)
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(20):
+        y.copy_(x)
+    torch.cuda.synchronize()
+    return 2 * x.numel() * 2 * 20 / (time.perf_counter() - start)
+
+
+def floor_tok_s(batch: int, weight_bytes: int, kv_bytes_per_token: int, bandwidth: float) -> float:
+    """Bandwidth floor averaged over the decode steps: every step reads all weights + each sequence's KV."""
+    seconds = 0.0
+    for step in range(NEW_TOKENS - 1):
+        context = PROMPT_LEN + step + 1
+        seconds += (weight_bytes + batch * context * kv_bytes_per_token) / bandwidth
+    return batch * (NEW_TOKENS - 1) / seconds
+
+
+def run_hf(path: str, batches: list[int]) -> dict[int, float]:
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(path)
+    with torch.device("cuda"):
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16).eval()
+    results = {}
+    for batch in batches:
+        ids = torch.randint(0, 150000, (batch, PROMPT_LEN), device="cuda")
+        with torch.no_grad():
+            model.generate(ids[:, :16], max_new_tokens=2, do_sample=False, pad_token_id=0)  # warm-up
+            torch.cuda.synchronize()
+            start = time.perf_counter()
+            model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=NEW_TOKENS,
+                           min_new_tokens=NEW_TOKENS, do_sample=False, pad_token_id=0)
+            torch.cuda.synchronize()
+        results[batch] = batch * NEW_TOKENS / (time.perf_counter() - start)
+        print(f"hf batch {batch}: {results[batch]:.0f} tok/s", flush=True)
+    del model
+    gc.collect()
+    torch.cuda.empty_cache()
+    return results
+
+
+def run_engine(path: str, batches: list[int], num_kv_blocks: int) -> dict[int, dict[str, float]]:
+    from omniserve.config import EngineConfig
+    from omniserve.core.engine_core import EngineCore
+    from omniserve.core.messages import EngineCoreRequest
+    from omniserve.sampling_params import SamplingParams
+
+    config = EngineConfig.from_kwargs(model=path, load_format="dummy", dtype="bfloat16",
+                                      num_kv_blocks=num_kv_blocks, max_num_seqs=max(batches),
+                                      max_num_batched_tokens=16384)
+    start = time.perf_counter()
+    engine = EngineCore(config)
+    print(f"engine start (load dummy weights, capture graphs): {time.perf_counter() - start:.1f} s", flush=True)
+    params = SamplingParams(temperature=0.0, max_tokens=NEW_TOKENS, ignore_eos=True)
+    results = {}
+    counter = 0
+    for batch in [1] + batches:  # the first run of batch 1 warms up the prefill kernels
+        for _ in range(batch):
+            ids = torch.randint(0, 150000, (PROMPT_LEN,)).tolist()
+            engine.add_request(EngineCoreRequest(f"b{counter}", ids, params, [], NEW_TOKENS, time.monotonic()))
+            counter += 1
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        first_token_at, steps, produced = None, 0, 0
+        while engine.has_unfinished_requests():
+            outputs = engine.step()
+            steps += 1
+            produced += sum(len(o.new_token_ids) for o in outputs)
+            if first_token_at is None and produced >= batch:
+                first_token_at = time.perf_counter()
+        total = time.perf_counter() - start
+        assert produced == batch * NEW_TOKENS, (produced, batch)
+        results[batch] = {
+            "tok_s": batch * NEW_TOKENS / total,
+            "decode_tok_s": batch * (NEW_TOKENS - 1) / (total - (first_token_at - start)),
+            "prefill_s": first_token_at - start,
+            "steps": steps,
+        }
+        print(f"omniserve batch {batch}: {results[batch]}", flush=True)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 16, 64, 256])
+    parser.add_argument("--skip-hf", action="store_true")
+    parser.add_argument("--num-kv-blocks", type=int, default=12288)  # 196k tokens of KV (11 GB)
+    parser.add_argument("--out", default="benchmarks/results")
+    args = parser.parse_args()
+
+    path = make_checkpoint_dir()
+    bandwidth = copy_bandwidth()
+    hf = {} if args.skip_hf else run_hf(path, args.batches)
+    ours = run_engine(path, args.batches, args.num_kv_blocks)
+    h, layers, kv_heads, head_dim = 3584, 28, 4, 128
+    weight_bytes = 2 * (152064 * h * 2 + layers * (h * h * 2 + 2 * h * kv_heads * head_dim + 3 * h * 18944))
+    kv_bytes_per_token = 2 * layers * 2 * kv_heads * head_dim
+
+    try:
+        commit = subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], text=True).strip()
+    except Exception:
+        commit = "unknown"
+    rows = []
+    for batch in args.batches:
+        floor = floor_tok_s(batch, weight_bytes, kv_bytes_per_token, bandwidth)
+        rows.append({
+            "batch": batch, "hf_tok_s": hf.get(batch), "omniserve_tok_s": ours[batch]["tok_s"],
+            "omniserve_decode_tok_s": ours[batch]["decode_tok_s"], "prefill_s": ours[batch]["prefill_s"],
+            "floor_tok_s": floor, "fraction_of_floor": ours[batch]["decode_tok_s"] / floor,
+            "speedup_vs_hf": ours[batch]["tok_s"] / hf[batch] if batch in hf else None,
+        })
+    report = {
+        "date": time.strftime("%Y-%m-%d %H:%M"), "gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
+        "triton": __import__("triton").__version__, "commit": commit, "copy_bandwidth_TBps": bandwidth / 1e12,
+        "weight_bytes": weight_bytes, "rows": rows,
+    }
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "decode.json"), "w") as f:
+        json.dump(report, f, indent=2)
+    lines = [f"Decode, qwen2.5-7b shapes (dummy bf16), prompt {PROMPT_LEN}, {NEW_TOKENS} new tokens; "
+             f"{report['gpu']}, torch {report['torch']}, triton {report['triton']}, commit {commit}, "
+             f"copy bandwidth {bandwidth / 1e12:.2f} TB/s",
+             "", "| batch | HF tok/s | omniserve tok/s | x HF | decode tok/s | floor tok/s | % floor | prefill s |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        hf_cell = f"{r['hf_tok_s']:.0f}" if r["hf_tok_s"] else "-"
+        ratio = f"{r['speedup_vs_hf']:.1f}" if r["speedup_vs_hf"] else "-"
+        lines.append(f"| {r['batch']} | {hf_cell} | {r['omniserve_tok_s']:.0f} | {ratio} | "
+                     f"{r['omniserve_decode_tok_s']:.0f} | {r['floor_tok_s']:.0f} | "
+                     f"{100 * r['fraction_of_floor']:.0f}% | {r['prefill_s']:.3f} |")
+    table = "\n".join(lines)
+    with open(os.path.join(args.out, "decode.md"), "w") as f:
+        f.write(table + "\n")
+    print(table)
+
+
+if __name__ == "__main__":
+    main()

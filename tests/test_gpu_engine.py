@@ -1,0 +1,46 @@
+"""The GPU engine path (CUDA only): Triton backend and CUDA graphs give the torch path's tokens; the pool is
+sized from free memory after a profiling step."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from omniserve import Omni, SamplingParams
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
+
+
+def prompts() -> list[dict]:
+    generator = torch.Generator().manual_seed(0)
+    return [{"prompt_token_ids": torch.randint(0, 560, (n,), generator=generator).tolist()}
+            for n in (1, 3, 9, 17, 26, 40, 70, 5)]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(checkpoint_factory):
+    return checkpoint_factory("gpu", seed=1, hidden_size=128, num_attention_heads=4, num_key_value_heads=2,
+                              weight_scale=4.0)
+
+
+def test_triton_backend_and_cuda_graphs_match_the_torch_path(checkpoint) -> None:
+    params = SamplingParams(temperature=0.0, max_tokens=12, ignore_eos=True)
+    common = dict(device="cuda", dtype="float32", block_size=4, num_kv_blocks=64, max_num_batched_tokens=32)
+    reference = Omni(str(checkpoint), attention_backend="torch", **common).generate(prompts(), params)
+    eager = Omni(str(checkpoint), attention_backend="triton", cuda_graphs=False, **common)
+    graphed = Omni(str(checkpoint), attention_backend="triton", **common)
+    assert graphed.engine.runner.decode_graphs is not None
+    expected = [o.token_ids for o in reference]
+    assert [o.token_ids for o in eager.generate(prompts(), params)] == expected
+    assert [o.token_ids for o in graphed.generate(prompts(), params)] == expected
+    assert graphed.stats().num_preemptions > 0  # the small pool forced recompute on the graph path too
+
+
+def test_pool_is_sized_from_free_memory(checkpoint) -> None:
+    omni = Omni(str(checkpoint), device="cuda", dtype="bfloat16", gpu_memory_utilization=0.3)
+    runner = omni.engine.runner
+    total = torch.cuda.get_device_properties(0).total_memory
+    pool_bytes = runner.pool.numel() * runner.pool.element_size()
+    assert 0.1 * total < pool_bytes < 0.3 * total
+    out = omni.generate({"prompt_token_ids": [1, 2, 3]}, SamplingParams(max_tokens=4, ignore_eos=True))[0]
+    assert len(out.token_ids) == 4
