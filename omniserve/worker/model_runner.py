@@ -122,6 +122,8 @@ class ModelRunner:
             self.model.compute_logits(hidden[:num_rows])
         del self.states["profile"]
         self.pool = None
+        for layer in self.model.attention_layers():  # drop the views so the throwaway pool is freed
+            layer.bind_kv_cache(None, None)
 
     def allocate_pool(self, num_pages: int) -> None:
         # [num_pages, num_layers, 2, block_size, Hkv, D]
