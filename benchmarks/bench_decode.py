@@ -22,11 +22,23 @@ import time
 import torch
 
 QWEN25_7B = dict(
-    architectures=["Qwen2ForCausalLM"], model_type="qwen2", hidden_size=3584, intermediate_size=18944,
-    num_hidden_layers=28, num_attention_heads=28, num_key_value_heads=4, vocab_size=152064,
-    max_position_embeddings=32768, rms_norm_eps=1e-6, tie_word_embeddings=False, hidden_act="silu",
-    rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}, bos_token_id=151643,
-    eos_token_id=151645, dtype="bfloat16", use_sliding_window=False,
+    architectures=["Qwen2ForCausalLM"],
+    model_type="qwen2",
+    hidden_size=3584,
+    intermediate_size=18944,
+    num_hidden_layers=28,
+    num_attention_heads=28,
+    num_key_value_heads=4,
+    vocab_size=152064,
+    max_position_embeddings=32768,
+    rms_norm_eps=1e-6,
+    tie_word_embeddings=False,
+    hidden_act="silu",
+    rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
+    bos_token_id=151643,
+    eos_token_id=151645,
+    dtype="bfloat16",
+    use_sliding_window=False,
 )
 PROMPT_LEN, NEW_TOKENS = 512, 128
 
@@ -77,8 +89,14 @@ def run_hf(path: str, batches: list[int]) -> dict[int, float]:
             model.generate(ids[:, :16], max_new_tokens=2, do_sample=False, pad_token_id=0)  # warm-up
             torch.cuda.synchronize()
             start = time.perf_counter()
-            model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=NEW_TOKENS,
-                           min_new_tokens=NEW_TOKENS, do_sample=False, pad_token_id=0)
+            model.generate(
+                ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=NEW_TOKENS,
+                min_new_tokens=NEW_TOKENS,
+                do_sample=False,
+                pad_token_id=0,
+            )
             torch.cuda.synchronize()
         results[batch] = batch * NEW_TOKENS / (time.perf_counter() - start)
         print(f"hf batch {batch}: {results[batch]:.0f} tok/s", flush=True)
@@ -94,19 +112,28 @@ def run_engine(path: str, batches: list[int], num_kv_blocks: int) -> dict[int, d
     from omniserve.core.messages import EngineCoreRequest
     from omniserve.sampling_params import SamplingParams
 
-    config = EngineConfig.from_kwargs(model=path, load_format="dummy", dtype="bfloat16",
-                                      num_kv_blocks=num_kv_blocks, max_num_seqs=max(batches),
-                                      max_num_batched_tokens=16384)
+    config = EngineConfig.from_kwargs(
+        model=path,
+        load_format="dummy",
+        dtype="bfloat16",
+        num_kv_blocks=num_kv_blocks,
+        max_num_seqs=max(batches),
+        max_num_batched_tokens=16384,
+    )
     start = time.perf_counter()
     engine = EngineCore(config)
-    print(f"engine start (load dummy weights, capture graphs): {time.perf_counter() - start:.1f} s", flush=True)
+    print(
+        f"engine start (load dummy weights, capture graphs): {time.perf_counter() - start:.1f} s", flush=True
+    )
     params = SamplingParams(temperature=0.0, max_tokens=NEW_TOKENS, ignore_eos=True)
     results = {}
     counter = 0
     for batch in [1] + batches:  # the first run of batch 1 warms up the prefill kernels
         for _ in range(batch):
             ids = torch.randint(0, 150000, (PROMPT_LEN,)).tolist()
-            engine.add_request(EngineCoreRequest(f"b{counter}", ids, params, [], NEW_TOKENS, time.monotonic()))
+            engine.add_request(
+                EngineCoreRequest(f"b{counter}", ids, params, [], NEW_TOKENS, time.monotonic())
+            )
             counter += 1
         torch.cuda.synchronize()
         start = time.perf_counter()
@@ -152,31 +179,47 @@ def main() -> None:
     rows = []
     for batch in args.batches:
         floor = floor_tok_s(batch, weight_bytes, kv_bytes_per_token, bandwidth)
-        rows.append({
-            "batch": batch, "hf_tok_s": hf.get(batch), "omniserve_tok_s": ours[batch]["tok_s"],
-            "omniserve_decode_tok_s": ours[batch]["decode_tok_s"], "prefill_s": ours[batch]["prefill_s"],
-            "floor_tok_s": floor, "fraction_of_floor": ours[batch]["decode_tok_s"] / floor,
-            "speedup_vs_hf": ours[batch]["tok_s"] / hf[batch] if batch in hf else None,
-        })
+        rows.append(
+            {
+                "batch": batch,
+                "hf_tok_s": hf.get(batch),
+                "omniserve_tok_s": ours[batch]["tok_s"],
+                "omniserve_decode_tok_s": ours[batch]["decode_tok_s"],
+                "prefill_s": ours[batch]["prefill_s"],
+                "floor_tok_s": floor,
+                "fraction_of_floor": ours[batch]["decode_tok_s"] / floor,
+                "speedup_vs_hf": ours[batch]["tok_s"] / hf[batch] if batch in hf else None,
+            }
+        )
     report = {
-        "date": time.strftime("%Y-%m-%d %H:%M"), "gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
-        "triton": __import__("triton").__version__, "commit": commit, "copy_bandwidth_TBps": bandwidth / 1e12,
-        "weight_bytes": weight_bytes, "rows": rows,
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "gpu": torch.cuda.get_device_name(),
+        "torch": torch.__version__,
+        "triton": __import__("triton").__version__,
+        "commit": commit,
+        "copy_bandwidth_TBps": bandwidth / 1e12,
+        "weight_bytes": weight_bytes,
+        "rows": rows,
     }
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "decode.json"), "w") as f:
         json.dump(report, f, indent=2)
-    lines = [f"Decode, qwen2.5-7b shapes (dummy bf16), prompt {PROMPT_LEN}, {NEW_TOKENS} new tokens; "
-             f"{report['gpu']}, torch {report['torch']}, triton {report['triton']}, commit {commit}, "
-             f"copy bandwidth {bandwidth / 1e12:.2f} TB/s",
-             "", "| batch | HF tok/s | omniserve tok/s | x HF | decode tok/s | floor tok/s | % floor | prefill s |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        f"Decode, qwen2.5-7b shapes (dummy bf16), prompt {PROMPT_LEN}, {NEW_TOKENS} new tokens; "
+        f"{report['gpu']}, torch {report['torch']}, triton {report['triton']}, commit {commit}, "
+        f"copy bandwidth {bandwidth / 1e12:.2f} TB/s",
+        "",
+        "| batch | HF tok/s | omniserve tok/s | x HF | decode tok/s | floor tok/s | % floor | prefill s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for r in rows:
         hf_cell = f"{r['hf_tok_s']:.0f}" if r["hf_tok_s"] else "-"
         ratio = f"{r['speedup_vs_hf']:.1f}" if r["speedup_vs_hf"] else "-"
-        lines.append(f"| {r['batch']} | {hf_cell} | {r['omniserve_tok_s']:.0f} | {ratio} | "
-                     f"{r['omniserve_decode_tok_s']:.0f} | {r['floor_tok_s']:.0f} | "
-                     f"{100 * r['fraction_of_floor']:.0f}% | {r['prefill_s']:.3f} |")
+        lines.append(
+            f"| {r['batch']} | {hf_cell} | {r['omniserve_tok_s']:.0f} | {ratio} | "
+            f"{r['omniserve_decode_tok_s']:.0f} | {r['floor_tok_s']:.0f} | "
+            f"{100 * r['fraction_of_floor']:.0f}% | {r['prefill_s']:.3f} |"
+        )
     table = "\n".join(lines)
     with open(os.path.join(args.out, "decode.md"), "w") as f:
         f.write(table + "\n")

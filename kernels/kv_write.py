@@ -1,8 +1,8 @@
 """Write this step's K and V into the page pool by slot mapping.
 
-    k, v:            [T, Hkv, D]
-    k_cache/v_cache: [num_pages, block_size, Hkv, D]  (strided views)
-    slot_mapping:    [T] int64, slot = page * block_size + offset; negative = padding, not written
+k, v:            [T, Hkv, D]
+k_cache/v_cache: [num_pages, block_size, Hkv, D]  (strided views)
+slot_mapping:    [T] int64, slot = page * block_size + offset; negative = padding, not written
 """
 
 from __future__ import annotations

@@ -7,7 +7,6 @@ backends (omniserve/attention/backend.py) because it also owns per-step planning
 from __future__ import annotations
 
 import torch
-
 from omniserve.kernels.activation import silu_and_mul_torch
 from omniserve.kernels.rms_norm import rms_norm_torch
 from omniserve.kernels.rotary import apply_rotary_torch
@@ -24,7 +23,10 @@ def rms_norm(
 
 
 def apply_rotary(
-    q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, cos_sin_cache: torch.Tensor,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    positions: torch.Tensor,
+    cos_sin_cache: torch.Tensor,
     mrope_section: list[int] | None = None,
 ) -> None:
     if q.is_cuda:

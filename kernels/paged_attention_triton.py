@@ -23,7 +23,18 @@ Grid (computed from host-known sizes only, nothing read back from the device):
             on (a monotone map: each sequence gets at least its cdiv(q_len, BLOCK_Q) tiles); a program finds
             its sequence by counting sequences that start at or before it. The smaller grid is used.
     axis 1: KV splits. With split-K each program covers `tiles_per_split` KV tiles, writes its normalised
-        partial output and log2-sum-exp into fp32 scratch, and `_merge_splits_kernel` combines them.
+        partial output and log2-sum-exp into fp32 scratch, and `merge_splits_kernel` combines them
+        (kernels/paged_attention_split_triton.py).
+
+For callers:
+- `max_query_len` / `max_seq_len` need only be upper bounds (a CUDA graph captured with the model's
+  context length replays for any shorter one); they fix the grid, the tile config and the split count.
+- Split-K is chosen on the host when the grid has fewer programs than SMs: splits = enough for two
+  programs per SM, at most 64, at least 4 KV tiles each. Its scratch is a per-device fp32 buffer that
+  grows and is never freed (run each captured shape once before capture, as for Triton compilation).
+- Constraints: Hq a multiple of Hkv; q, k and v of one dtype (fp16, bf16; fp32 for tests); any head_dim
+  (padded to a power of two >= 16 with masks); any block_size (a compile-time constant: one compilation
+  per block size).
 """
 
 from __future__ import annotations
@@ -33,6 +44,8 @@ from dataclasses import dataclass
 import torch
 import triton
 import triton.language as tl
+
+from .paged_attention_split_triton import merge_splits_kernel, split_k_views
 
 _LOG2E = 1.4426950408889634
 _SEARCH_BLOCK = tl.constexpr(128)  # sequences counted per step of the tile -> sequence search
@@ -77,18 +90,18 @@ def _attend_tiles(
             k = tl.load(k_ptrs, mask=dim_valid[None, :], other=0.0)
             v = tl.load(v_ptrs, mask=dim_valid[None, :], other=0.0)
 
-        scores = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * scale_log2  # [M, N], log2 units
+        scores = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION)  # [M, N], unscaled
         if CAUSAL:
             scores = tl.where(keys[None, :] <= q_pos[:, None], scores, float("-inf"))
-            m_new = tl.maximum(m_i, tl.max(scores, 1))
+            m_new = tl.maximum(m_i, tl.max(scores, 1) * scale_log2)  # running max, log2 units
             m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows with no key yet: avoid inf - inf
         else:
-            m_new = tl.maximum(m_i, tl.max(scores, 1))
+            m_new = tl.maximum(m_i, tl.max(scores, 1) * scale_log2)
             m_ref = m_new
-        p = tl.exp2(scores - m_ref[:, None])
+        p = tl.exp2(scores * scale_log2 - m_ref[:, None])
         alpha = tl.exp2(m_i - m_ref)
         l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
+        acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None], input_precision=DOT_PRECISION)  # in-place MMA
         m_i = m_new
     return acc, l_i, m_i
 
@@ -184,41 +197,15 @@ def _paged_attention_kernel(
         has_keys = l_i > 0.0
         lse = tl.where(has_keys, m_i + tl.log2(tl.where(has_keys, l_i, 1.0)), float("-inf"))
         partial = acc / tl.where(has_keys, l_i, 1.0)[:, None]
-        tl.store(partial_out_ptr + split * stride_po_split + token[:, None] * stride_po_token
+        split_offset = split.to(tl.int64) * stride_po_split
+        tl.store(partial_out_ptr + split_offset + token[:, None] * stride_po_token
                  + q_head[:, None] * stride_po_head + offs_d[None, :], partial, mask=row_mask)
-        tl.store(partial_lse_ptr + split * stride_pl_split + token * stride_pl_token + q_head, lse,
-                 mask=row_valid)
+        lse_offset = split.to(tl.int64) * stride_pl_split
+        tl.store(partial_lse_ptr + lse_offset + token * stride_pl_token + q_head, lse, mask=row_valid)
     else:
         result = acc / l_i[:, None]
         tl.store(out_ptr + token[:, None] * stride_o_token + q_head[:, None] * stride_o_head
                  + offs_d[None, :] * stride_o_dim, result.to(out_ptr.dtype.element_ty), mask=row_mask)
-
-
-@triton.jit
-def _merge_splits_kernel(
-    out_ptr, partial_out_ptr, partial_lse_ptr, query_start_loc_ptr, num_seqs, num_splits,
-    stride_o_token, stride_o_head, stride_o_dim,
-    stride_po_split, stride_po_token, stride_po_head, stride_pl_split, stride_pl_token,
-    HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr, SPLITS_PAD: tl.constexpr,
-):
-    """out[token, head] = sum_s 2^(lse_s - max) * partial_s / sum_s 2^(lse_s - max)."""
-    token = tl.program_id(0)
-    head = tl.program_id(1)
-    if token >= tl.load(query_start_loc_ptr + num_seqs):
-        return  # not a scheduled token: left untouched, as the reference does
-    offs_s = tl.arange(0, SPLITS_PAD)
-    offs_d = tl.arange(0, HEAD_DIM_PAD)
-    split_valid = offs_s < num_splits
-    lse = tl.load(partial_lse_ptr + offs_s * stride_pl_split + token * stride_pl_token + head,
-                  mask=split_valid, other=float("-inf"))
-    weights = tl.exp2(lse - tl.max(lse, 0))
-    weights = weights / tl.sum(weights, 0)
-    partial = tl.load(partial_out_ptr + offs_s[:, None] * stride_po_split + token * stride_po_token
-                      + head * stride_po_head + offs_d[None, :],
-                      mask=split_valid[:, None] & (offs_d[None, :] < HEAD_DIM), other=0.0)
-    result = tl.sum(partial * weights[:, None], 0)
-    tl.store(out_ptr + token * stride_o_token + head * stride_o_head + offs_d * stride_o_dim,
-             result.to(out_ptr.dtype.element_ty), mask=offs_d < HEAD_DIM)
 
 
 @dataclass(frozen=True)
@@ -232,21 +219,33 @@ class AttentionConfig:
     num_stages: int
 
 
-def _pick_config(max_query_len: int, queries_per_kv: int, head_dim_pad: int, on_gpu: bool) -> AttentionConfig:
+def _pick_config(
+    max_query_len: int,
+    queries_per_kv: int,
+    head_dim_pad: int,
+    element_size: int,
+    decode_programs_per_sm: float,
+    on_gpu: bool,
+) -> AttentionConfig:
+    """Tile shapes measured best on an H200 (benchmarks/bench_kernels.py --sweep, Hq 28 / Hkv 4, D 128,
+    bf16); wider rows (fp32, D > 128) get narrower KV tiles to stay within shared memory."""
     group_rows = triton.next_power_of_2(queries_per_kv)
+    wide_rows = head_dim_pad * element_size > 256  # bytes per key row above bf16 x 128
     if max_query_len == 1:  # pure decode: one token per tile, the head group padded to 16 rows
         block_m = max(16, group_rows)
         if not on_gpu:
             return AttentionConfig(block_m, 1, 32, 4, 1)
-        return AttentionConfig(block_m, 1, 64, 4, 3)
+        # 128-key tiles (one 128 KB program per SM) stream best until the grid has several programs
+        # per SM; then 64-key tiles (three per SM) balance better
+        return AttentionConfig(block_m, 1, 64 if wide_rows or decode_programs_per_sm >= 4 else 128, 4, 2)
     rows = max(16, min(128, triton.next_power_of_2(max_query_len * queries_per_kv)))
     block_m = max(rows, group_rows)
     block_q = block_m // queries_per_kv
     if not on_gpu:
         return AttentionConfig(block_m, block_q, 32, 4, 1)
     if block_m >= 128:
-        return AttentionConfig(block_m, block_q, 64, 8, 3 if head_dim_pad <= 128 else 2)
-    return AttentionConfig(block_m, block_q, 64, 4, 3)
+        return AttentionConfig(block_m, block_q, 32 if wide_rows else 128, 8, 2)
+    return AttentionConfig(block_m, block_q, 32 if wide_rows else 64, 4, 3)
 
 
 _NUM_SMS: dict[int, int] = {}
@@ -267,21 +266,6 @@ def _pick_num_splits(num_programs: int, max_seq_len: int, block_n: int, num_sms:
     if num_programs >= num_sms or kv_tiles < 2 * _MIN_TILES_PER_SPLIT:
         return 1
     return max(1, min(triton.cdiv(2 * num_sms, num_programs), kv_tiles // _MIN_TILES_PER_SPLIT, _MAX_SPLITS))
-
-
-# Split-K scratch, per device: a flat fp32 buffer that only grows. Buffers are never freed, because a
-# captured CUDA graph keeps using the one it saw at capture (replacing it would hand its memory back).
-_WORKSPACES: dict[torch.device, list[torch.Tensor]] = {}
-
-
-def split_k_workspace(device: torch.device, num_elements: int) -> torch.Tensor:
-    """An fp32 scratch of at least `num_elements` on `device` (reused across calls; allocate it before
-    CUDA-graph capture by running each captured shape once, or by calling this with the largest size)."""
-    buffers = _WORKSPACES.setdefault(torch.device(device), [])
-    if not buffers or buffers[-1].numel() < num_elements:
-        capacity = max(num_elements, 2 * buffers[-1].numel() if buffers else 0)
-        buffers.append(torch.empty(capacity, dtype=torch.float32, device=device))
-    return buffers[-1]
 
 
 def paged_attention_triton(
@@ -329,8 +313,11 @@ def paged_attention_launch(
         return out
     head_dim_pad = max(16, triton.next_power_of_2(head_dim))
     on_gpu = q.device.type == "cuda"
+    num_sms = _num_sms(q.device)
     if config is None:
-        config = _pick_config(max_query_len, queries_per_kv, head_dim_pad, on_gpu)
+        decode_programs_per_sm = num_tokens * num_kv_heads / num_sms
+        config = _pick_config(max_query_len, queries_per_kv, head_dim_pad, q.element_size(),
+                              decode_programs_per_sm, on_gpu)
     block_q = config.block_q
 
     tiles_per_seq = triton.cdiv(max_query_len, block_q)
@@ -341,18 +328,13 @@ def paged_attention_launch(
 
     kv_tiles = triton.cdiv(max_seq_len, config.block_n)
     if num_splits is None:
-        num_splits = _pick_num_splits(num_programs, max_seq_len, config.block_n, _num_sms(q.device))
+        num_splits = _pick_num_splits(num_programs, max_seq_len, config.block_n, num_sms)
     tiles_per_split = triton.cdiv(kv_tiles, max(1, num_splits))
     num_splits = triton.cdiv(kv_tiles, tiles_per_split)  # drop splits that could never hold a key
     split_k = num_splits > 1
 
     if split_k:
-        partial_size = num_splits * num_tokens * num_q_heads * head_dim
-        scratch = split_k_workspace(q.device, partial_size + num_splits * num_tokens * num_q_heads)
-        partial_out = scratch[:partial_size].view(num_splits, num_tokens, num_q_heads, head_dim)
-        partial_lse = scratch[partial_size:partial_size + num_splits * num_tokens * num_q_heads].view(
-            num_splits, num_tokens, num_q_heads
-        )
+        partial_out, partial_lse = split_k_views(q.device, num_splits, num_tokens, num_q_heads, head_dim)
     else:
         partial_out = partial_lse = out  # unused
 
@@ -370,7 +352,7 @@ def paged_attention_launch(
         num_warps=config.num_warps, num_stages=config.num_stages,
     )
     if split_k:
-        _merge_splits_kernel[(num_tokens, num_q_heads)](
+        merge_splits_kernel[(num_tokens, num_q_heads)](
             out, partial_out, partial_lse, query_start_loc, num_seqs, num_splits,
             *out.stride(), *partial_out.stride()[:3], *partial_lse.stride()[:2],
             HEAD_DIM=head_dim, HEAD_DIM_PAD=head_dim_pad, SPLITS_PAD=triton.next_power_of_2(num_splits),

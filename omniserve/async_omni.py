@@ -7,8 +7,8 @@ Flow: InputProcessor (tokenize, validate; in a worker thread) -> `AddRequest` to
 `StepOutputs` read by a reader thread -> OutputProcessor on the event loop (detokenize, stop strings) ->
 one asyncio queue per request (`RequestStream`). `add_request` validates before returning, so an HTTP
 handler can answer 400 before it starts a stream. Closing or cancelling the stream (a client that
-disconnects) aborts what is still running, so its pages are freed at once. n > 1 fans out into n engine requests
-`{request_id}-{i}`; the prefix cache lets them share the prompt's pages.
+disconnects) aborts what is still running, so its pages are freed at once. n > 1 fans out into n engine
+requests `{request_id}-{i}`; the prefix cache lets them share the prompt's pages.
 """
 
 from __future__ import annotations
@@ -163,12 +163,13 @@ class AsyncOmni:
             self._executor, self._process, request_id, prompt, params, n
         )
         self._check_alive()
+        in_use = [request.request_id for request in requests if request.request_id in self._queues]
+        if in_use:
+            raise ValueError(f"request id {in_use[0]!r} is already in use")
         queue: asyncio.Queue[StreamDelta | Exception] = asyncio.Queue()
         stream = RequestStream(self, [request.request_id for request in requests], queue)
         stream.num_prompt_tokens = len(processed.prompt_token_ids)
         for index, request in enumerate(requests):
-            if request.request_id in self._queues:
-                raise ValueError(f"request id {request.request_id!r} is already in use")
             self.output_processor.add_request(request.request_id, index, processed, request.sampling_params)
             self._queues[request.request_id] = queue
             self.metrics.on_arrival(request.request_id, len(processed.prompt_token_ids), arrival)

@@ -48,8 +48,9 @@ def _generate(args: argparse.Namespace) -> int:
             if delta.output is not None:
                 print(f"\n[{len(delta.output.token_ids)} tokens, finish_reason={delta.finish_reason}]")
         return 0
-    for prompt, output in zip(args.prompts, omni.generate(prompts, params)):
-        print(f"### {prompt}\n{output.text}\n[{len(output.token_ids)} tokens, finish_reason={output.finish_reason}]")
+    for prompt, output in zip(args.prompts, omni.generate(prompts, params), strict=True):
+        summary = f"[{len(output.token_ids)} tokens, finish_reason={output.finish_reason}]"
+        print(f"### {prompt}\n{output.text}\n{summary}")
     return 0
 
 
@@ -61,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     generate = commands.add_parser("generate", help="generate text offline for one or more prompts")
     generate.add_argument("prompts", nargs="+", metavar="PROMPT")
     generate.add_argument("--chat", action="store_true", help="send each prompt as a user chat message")
-    generate.add_argument("--no-stream", action="store_true", help="print whole outputs, not tokens as they come")
+    generate.add_argument("--no-stream", action="store_true",
+                          help="print whole outputs, not tokens as they come")
     _add_sampling_arguments(generate)
     add_engine_arguments(generate)
     return parser

@@ -73,8 +73,11 @@ class EngineConfig:
 
     def replace(self, **kwargs: Any) -> EngineConfig:
         """A copy with flat fields replaced (see `from_kwargs`)."""
-        flat = {f.name: getattr(getattr(self, g), f.name) for g, sub in _SUBCONFIGS.items()
-                for f in dataclasses.fields(sub)}
+        flat = {
+            f.name: getattr(getattr(self, g), f.name)
+            for g, sub in _SUBCONFIGS.items()
+            for f in dataclasses.fields(sub)
+        }
         flat.update(kwargs)
         return EngineConfig.from_kwargs(**flat)
 
@@ -111,6 +114,8 @@ def validate(config: EngineConfig) -> None:
     if s.long_prefill_token_threshold < 0:
         raise ValueError("long_prefill_token_threshold must be >= 0")
     if d.attention_backend not in ATTENTION_BACKENDS:
-        raise ValueError(f"attention_backend must be one of {ATTENTION_BACKENDS}, got {d.attention_backend!r}")
+        raise ValueError(
+            f"attention_backend must be one of {ATTENTION_BACKENDS}, got {d.attention_backend!r}"
+        )
     if not (d.device in ("auto", "cpu", "cuda") or d.device.startswith("cuda:")):
         raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {d.device!r}")

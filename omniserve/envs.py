@@ -2,9 +2,10 @@
 
 | variable | meaning | default |
 | --- | --- | --- |
-| OMNISERVE_CACHE_DIR | where the built-in demo checkpoint (and later uploads) are cached | ~/.cache/omniserve |
+| OMNISERVE_CACHE_DIR | cache of the built-in demo checkpoint and uploads | ~/.cache/omniserve |
 | OMNISERVE_LOG_LEVEL | logging level of the `omniserve` logger | INFO |
 | TRITON_INTERPRET | read by Triton itself: 1 runs kernels in the numpy interpreter (CPU tests) | unset |
+| OMP_NUM_THREADS | read by torch; unset: a CPU engine process uses all cores but one | unset |
 """
 
 from __future__ import annotations
@@ -27,3 +28,8 @@ def log_level() -> str:
 
 def triton_interpret() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def omp_num_threads() -> int | None:
+    value = os.environ.get("OMP_NUM_THREADS")
+    return int(value) if value and value.isdigit() else None

@@ -51,20 +51,25 @@ class Omni:
         return self.engine.stats()
 
     def _submit(
-        self, prompts: PromptType | Sequence[PromptType], sampling_params: SamplingParams | Sequence[SamplingParams] | None
+        self,
+        prompts: PromptType | Sequence[PromptType],
+        sampling_params: SamplingParams | Sequence[SamplingParams] | None,
     ) -> list[str]:
         if isinstance(prompts, (str, dict)):
             prompts = [prompts]
         prompts = list(prompts)
         if sampling_params is None:
             sampling_params = SamplingParams()
-        params_list = [sampling_params] * len(prompts) if isinstance(sampling_params, SamplingParams) \
+        params_list = (
+            [sampling_params] * len(prompts)
+            if isinstance(sampling_params, SamplingParams)
             else list(sampling_params)
+        )
         if len(params_list) != len(prompts):
             raise ValueError(f"{len(params_list)} sampling params for {len(prompts)} prompts")
         # Validate everything first: a bad prompt fails the call before any work starts.
         processed = []
-        for prompt, params in zip(prompts, params_list):
+        for prompt, params in zip(prompts, params_list, strict=True):
             request_id = f"offline-{next(self._ids)}"
             processed.append((request_id, params, *self.input_processor.process(request_id, prompt, params)))
         for index, (request_id, params, request, prompt) in enumerate(processed):
@@ -73,7 +78,9 @@ class Omni:
         return [request_id for request_id, *_ in processed]
 
     def stream(
-        self, prompts: PromptType | Sequence[PromptType], sampling_params: SamplingParams | Sequence[SamplingParams] | None = None
+        self,
+        prompts: PromptType | Sequence[PromptType],
+        sampling_params: SamplingParams | Sequence[SamplingParams] | None = None,
     ) -> Iterator[StreamDelta]:
         """Yield deltas as tokens are produced; the last delta of each request has `finish_reason` and
         `output`. Closing the iterator early aborts what is still running."""
@@ -95,7 +102,9 @@ class Omni:
                     self.output_processor.abort(request_id)
 
     def generate(
-        self, prompts: PromptType | Sequence[PromptType], sampling_params: SamplingParams | Sequence[SamplingParams] | None = None,
+        self,
+        prompts: PromptType | Sequence[PromptType],
+        sampling_params: SamplingParams | Sequence[SamplingParams] | None = None,
         use_tqdm: bool | None = None,
     ) -> list[RequestOutput]:
         """Run prompts to completion; outputs come back in prompt order. A progress bar shows for long

@@ -75,7 +75,9 @@ class Request:
 
     def token_id_at(self, index: int) -> int:
         num_prompt = self.num_prompt_tokens
-        return self.prompt_token_ids[index] if index < num_prompt else self.output_token_ids[index - num_prompt]
+        return (
+            self.prompt_token_ids[index] if index < num_prompt else self.output_token_ids[index - num_prompt]
+        )
 
     def token_ids_slice(self, start: int, end: int) -> list[int]:
         num_prompt = self.num_prompt_tokens
@@ -94,7 +96,9 @@ class Request:
         self.output_token_ids.append(token_id)
         params = self.sampling_params
         if self.num_output_tokens >= params.min_tokens:
-            if (not params.ignore_eos and token_id in self.eos_token_ids) or token_id in params.stop_token_ids:
+            if (
+                not params.ignore_eos and token_id in self.eos_token_ids
+            ) or token_id in params.stop_token_ids:
                 self.stop_token_id = token_id
                 return RequestStatus.FINISHED_STOPPED
         if self.num_output_tokens >= self.max_tokens:

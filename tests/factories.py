@@ -13,8 +13,13 @@ from omniserve.sampling_params import SamplingParams
 _ids = itertools.count()
 
 
-def make_request(num_prompt_tokens: int = 8, max_tokens: int = 4, prompt: list[int] | None = None,
-                 request_id: str | None = None, eos: frozenset[int] = frozenset()) -> Request:
+def make_request(
+    num_prompt_tokens: int = 8,
+    max_tokens: int = 4,
+    prompt: list[int] | None = None,
+    request_id: str | None = None,
+    eos: frozenset[int] = frozenset(),
+) -> Request:
     prompt = prompt if prompt is not None else [100 + (i % 50) for i in range(num_prompt_tokens)]
     return Request(
         request_id=request_id or f"r{next(_ids)}",
@@ -25,8 +30,13 @@ def make_request(num_prompt_tokens: int = 8, max_tokens: int = 4, prompt: list[i
     )
 
 
-def make_scheduler(num_pages: int = 64, block_size: int = 4, max_num_batched_tokens: int = 32,
-                   max_num_seqs: int = 16, prefix_caching: bool = True) -> Scheduler:
+def make_scheduler(
+    num_pages: int = 64,
+    block_size: int = 4,
+    max_num_batched_tokens: int = 32,
+    max_num_seqs: int = 16,
+    prefix_caching: bool = True,
+) -> Scheduler:
     return Scheduler(
         SchedulerConfig(max_num_batched_tokens=max_num_batched_tokens, max_num_seqs=max_num_seqs),
         CacheConfig(block_size=block_size, enable_prefix_caching=prefix_caching),
@@ -36,9 +46,12 @@ def make_scheduler(num_pages: int = 64, block_size: int = 4, max_num_batched_tok
 
 def fake_runner_output(scheduler: Scheduler, output: SchedulerOutput, token_id: int = 7) -> ModelRunnerOutput:
     """What a model runner would report: a token for each request whose chunk reached its last token."""
-    ids = [rid for rid in output.num_scheduled_tokens
-           if rid in scheduler.requests
-           and scheduler.requests[rid].num_computed_tokens == scheduler.requests[rid].num_tokens]
+    ids = [
+        rid
+        for rid in output.num_scheduled_tokens
+        if rid in scheduler.requests
+        and scheduler.requests[rid].num_computed_tokens == scheduler.requests[rid].num_tokens
+    ]
     return ModelRunnerOutput(ids, [token_id] * len(ids), [None] * len(ids))
 
 

@@ -16,21 +16,27 @@ def omni(checkpoint_factory):
     return Omni(str(path), dtype="float32", num_kv_blocks=32, block_size=4)
 
 
-@pytest.mark.parametrize("prompt, params, message", [
-    ("", None, "prompt is empty"),
-    ({"prompt_token_ids": []}, None, "prompt is empty"),
-    ({"prompt_token_ids": list(range(64))}, None, "context is 64"),
-    ({"prompt_token_ids": list(range(40))}, SamplingParams(max_tokens=30), "max_tokens=30"),
-    ({"prompt_token_ids": [1, 10**6]}, None, "outside the vocabulary"),
-    ({"prompt_token_ids": "abc"}, None, "list of integers"),
-    ({"messages": []}, None, "non-empty list"),
-    ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}, None,
-     "text only"),
-    ({"prompt": "hi", "multi_modal_data": {"image": object()}}, None, "text only"),
-    ({"nothing": 1}, None, "needs one of"),
-    (42, None, "string or a dict"),
-    ("hello", SamplingParams(stop_token_ids=[10**6]), "stop_token_ids"),
-])
+@pytest.mark.parametrize(
+    "prompt, params, message",
+    [
+        ("", None, "prompt is empty"),
+        ({"prompt_token_ids": []}, None, "prompt is empty"),
+        ({"prompt_token_ids": list(range(64))}, None, "context is 64"),
+        ({"prompt_token_ids": list(range(40))}, SamplingParams(max_tokens=30), "max_tokens=30"),
+        ({"prompt_token_ids": [1, 10**6]}, None, "outside the vocabulary"),
+        ({"prompt_token_ids": "abc"}, None, "list of integers"),
+        ({"messages": []}, None, "non-empty list"),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
+            None,
+            "text only",
+        ),
+        ({"prompt": "hi", "multi_modal_data": {"image": object()}}, None, "text only"),
+        ({"nothing": 1}, None, "needs one of"),
+        (42, None, "string or a dict"),
+        ("hello", SamplingParams(stop_token_ids=[10**6]), "stop_token_ids"),
+    ],
+)
 def test_bad_prompt_is_rejected_before_any_work(omni, prompt, params, message) -> None:
     good = {"prompt_token_ids": [1, 2, 3]}
     with pytest.raises(ValueError, match=message):
@@ -59,7 +65,9 @@ def test_unsupported_architecture(tmp_path, checkpoint_factory) -> None:
     config = json.loads((target / "config.json").read_text())
     config["architectures"] = ["MysteryForCausalLM"]
     (target / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ValueError, match="unsupported model architecture.*MysteryForCausalLM.*Qwen2ForCausalLM"):
+    with pytest.raises(
+        ValueError, match="unsupported model architecture.*MysteryForCausalLM.*Qwen2ForCausalLM"
+    ):
         Omni(str(target))
 
 

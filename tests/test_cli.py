@@ -9,13 +9,23 @@ import sys
 
 def run_cli(*args: str, env_dir: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMNISERVE_CACHE_DIR=env_dir)
-    return subprocess.run([sys.executable, "-m", "omniserve", *args], capture_output=True, text=True, env=env,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "omniserve", *args], capture_output=True, text=True, env=env, timeout=300
+    )
 
 
 def test_generate_on_the_demo_model(tmp_path) -> None:
-    result = run_cli("generate", "Hello there", "--max-tokens", "6", "--ignore-eos", "--no-stream",
-                     "--block-size", "8", env_dir=str(tmp_path))
+    result = run_cli(
+        "generate",
+        "Hello there",
+        "--max-tokens",
+        "6",
+        "--ignore-eos",
+        "--no-stream",
+        "--block-size",
+        "8",
+        env_dir=str(tmp_path),
+    )
     assert result.returncode == 0, result.stderr
     assert "### Hello there" in result.stdout
     assert "[6 tokens, finish_reason=length]" in result.stdout

@@ -13,7 +13,9 @@ def tokenizer():
     return build_tokenizer()
 
 
-@pytest.mark.parametrize("text", ["Hello world, the answer is 42.", "naïve café 日本語 🌍🚀 done", "a\n\n  b\tc"])
+@pytest.mark.parametrize(
+    "text", ["Hello world, the answer is 42.", "naïve café 日本語 🌍🚀 done", "a\n\n  b\tc"]
+)
 def test_token_by_token_equals_full_decode(tokenizer, text: str) -> None:
     prompt = tokenizer.encode("Prompt: ")
     ids = tokenizer.encode(text)

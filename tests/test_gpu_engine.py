@@ -13,14 +13,17 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 
 def prompts() -> list[dict]:
     generator = torch.Generator().manual_seed(0)
-    return [{"prompt_token_ids": torch.randint(0, 560, (n,), generator=generator).tolist()}
-            for n in (1, 3, 9, 17, 26, 40, 70, 5)]
+    return [
+        {"prompt_token_ids": torch.randint(0, 560, (n,), generator=generator).tolist()}
+        for n in (1, 3, 9, 17, 26, 40, 70, 5)
+    ]
 
 
 @pytest.fixture(scope="module")
 def checkpoint(checkpoint_factory):
-    return checkpoint_factory("gpu", seed=1, hidden_size=128, num_attention_heads=4, num_key_value_heads=2,
-                              weight_scale=4.0)
+    return checkpoint_factory(
+        "gpu", seed=1, hidden_size=128, num_attention_heads=4, num_key_value_heads=2, weight_scale=4.0
+    )
 
 
 def test_triton_backend_and_cuda_graphs_match_the_torch_path(checkpoint) -> None:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 import torch
 
 from omniserve import Omni, SamplingParams
@@ -33,13 +33,15 @@ def test_half_precision_checkpoint(checkpoint_factory, dtype) -> None:
     path = checkpoint_factory(f"half-{dtype}", seed=5, dtype=dtype)
     omni = Omni(str(path), num_kv_blocks=16)  # auto on CPU: computes in fp32
     assert omni.engine.runner.dtype == torch.float32
-    ours = omni.generate({"prompt_token_ids": [1, 2, 3]}, SamplingParams(temperature=0, max_tokens=4,
-                                                                          ignore_eos=True))[0]
+    ours = omni.generate(
+        {"prompt_token_ids": [1, 2, 3]}, SamplingParams(temperature=0, max_tokens=4, ignore_eos=True)
+    )[0]
     assert len(ours.token_ids) == 4
     native = Omni(str(path), num_kv_blocks=16, dtype=str(dtype).removeprefix("torch."))
     assert native.engine.runner.pool.dtype == dtype
-    out = native.generate({"prompt_token_ids": [1, 2, 3]}, SamplingParams(temperature=0, max_tokens=4,
-                                                                          ignore_eos=True))[0]
+    out = native.generate(
+        {"prompt_token_ids": [1, 2, 3]}, SamplingParams(temperature=0, max_tokens=4, ignore_eos=True)
+    )[0]
     assert len(out.token_ids) == 4
 
 

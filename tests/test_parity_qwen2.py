@@ -36,9 +36,16 @@ def reference(request, checkpoint_factory):
     prompts = make_prompts()
     tokens, logprobs = [], []
     for prompt in prompts:
-        out = model.generate(torch.tensor([prompt]), max_new_tokens=NEW_TOKENS, do_sample=False, eos_token_id=None,
-                             pad_token_id=0, output_logits=True, return_dict_in_generate=True)
-        ids = out.sequences[0, len(prompt):].tolist()
+        out = model.generate(
+            torch.tensor([prompt]),
+            max_new_tokens=NEW_TOKENS,
+            do_sample=False,
+            eos_token_id=None,
+            pad_token_id=0,
+            output_logits=True,
+            return_dict_in_generate=True,
+        )
+        ids = out.sequences[0, len(prompt) :].tolist()
         steps = torch.log_softmax(torch.cat(out.logits).float(), dim=-1)
         tokens.append(ids)
         logprobs.append([steps[i, t].item() for i, t in enumerate(ids)])
@@ -48,8 +55,9 @@ def reference(request, checkpoint_factory):
 ENGINE_SETUPS = {
     # Small budget and pool: chunked prefill (40 > 16) and preemption (pool < batch demand).
     "chunked+preempt+prefix": dict(block_size=4, num_kv_blocks=24, max_num_batched_tokens=16, max_num_seqs=8),
-    "chunked+preempt-noprefix": dict(block_size=4, num_kv_blocks=24, max_num_batched_tokens=16, max_num_seqs=8,
-                                     enable_prefix_caching=False),
+    "chunked+preempt-noprefix": dict(
+        block_size=4, num_kv_blocks=24, max_num_batched_tokens=16, max_num_seqs=8, enable_prefix_caching=False
+    ),
     "block1": dict(block_size=1, num_kv_blocks=600, max_num_batched_tokens=64),
     "roomy": dict(block_size=16, num_kv_blocks=64, max_num_batched_tokens=512),
 }
@@ -62,7 +70,7 @@ def test_greedy_tokens_match_transformers(reference, setup: str) -> None:
     params = SamplingParams(temperature=0.0, max_tokens=NEW_TOKENS, ignore_eos=True, logprobs=2)
     outputs = omni.generate([{"prompt_token_ids": p} for p in prompts], params)
     assert [o.token_ids for o in outputs] == expected
-    for output, ref in zip(outputs, expected_logprobs):
+    for output, ref in zip(outputs, expected_logprobs, strict=True):
         ours = [lp.logprob for lp in output.logprobs]
         assert ours == pytest.approx(ref, abs=1e-4)
         assert all(lp.top[0][0] == lp.token_id for lp in output.logprobs)  # greedy = top-1
@@ -89,22 +97,29 @@ def test_seeded_sampling_is_reproducible_across_batches_and_preemption(checkpoin
     assert tight.stats().num_preemptions > 0
     assert first == again == pressured
     assert alone == first[3]
-    other_seed = roomy.generate(prompts, SamplingParams(temperature=1.0, seed=99, max_tokens=12, ignore_eos=True))
+    other_seed = roomy.generate(
+        prompts, SamplingParams(temperature=1.0, seed=99, max_tokens=12, ignore_eos=True)
+    )
     assert [o.token_ids for o in other_seed] != first
 
 
 def test_stream_deltas_join_to_the_final_text(checkpoint_factory) -> None:
     path = checkpoint_factory("gqa-untied", **VARIANTS["gqa-untied"])
     omni = Omni(str(path), dtype="float32", num_kv_blocks=64)
-    prompts = ["Hello there, how are you today?", {"messages": [{"role": "user", "content": "Tell me a story"}]}]
+    prompts = [
+        "Hello there, how are you today?",
+        {"messages": [{"role": "user", "content": "Tell me a story"}]},
+    ]
     params = SamplingParams(temperature=0.7, seed=5, max_tokens=16, ignore_eos=True)
     texts, finals = ["", ""], [None, None]
     for delta in omni.stream(prompts, params):
         texts[delta.index] += delta.text
         if delta.output is not None:
             finals[delta.index] = delta.output
-    for text, final in zip(texts, finals):
+    for text, final in zip(texts, finals, strict=True):
         assert final is not None and final.finish_reason == "length"
         assert text == final.text == omni.tokenizer.decode(final.token_ids, skip_special_tokens=True)
-    rendered = omni.tokenizer.apply_chat_template(prompts[1]["messages"], tokenize=False, add_generation_prompt=True)
+    rendered = omni.tokenizer.apply_chat_template(
+        prompts[1]["messages"], tokenize=False, add_generation_prompt=True
+    )
     assert finals[1].prompt == rendered and finals[1].prompt.endswith("<|im_start|>assistant\n")

@@ -9,15 +9,30 @@ from omniserve.sampling_params import SamplingParams
 from omniserve.worker.sampler import Sampler, SamplingRow
 
 
-def row(params: SamplingParams, tokens: list[int] | None = None, num_prompt: int = 0, eos: list[int] = ()) -> SamplingRow:
+def row(
+    params: SamplingParams, tokens: list[int] | None = None, num_prompt: int = 0, eos: list[int] = ()
+) -> SamplingRow:
     return SamplingRow(params, list(tokens or [0]), num_prompt if tokens else 1, list(eos))
 
 
-@pytest.mark.parametrize("bad", [
-    dict(temperature=-1), dict(top_p=0), dict(top_p=1.5), dict(top_k=-2), dict(min_p=2), dict(max_tokens=0),
-    dict(repetition_penalty=0), dict(presence_penalty=3), dict(frequency_penalty=-2.5), dict(logprobs=50),
-    dict(stop=[""]), dict(stop_token_ids=[-1]), dict(min_tokens=5, max_tokens=2),
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(temperature=-1),
+        dict(top_p=0),
+        dict(top_p=1.5),
+        dict(top_k=-2),
+        dict(min_p=2),
+        dict(max_tokens=0),
+        dict(repetition_penalty=0),
+        dict(presence_penalty=3),
+        dict(frequency_penalty=-2.5),
+        dict(logprobs=50),
+        dict(stop=[""]),
+        dict(stop_token_ids=[-1]),
+        dict(min_tokens=5, max_tokens=2),
+    ],
+)
 def test_invalid_sampling_params_are_rejected_with_the_field_name(bad) -> None:
     with pytest.raises(ValueError, match=next(iter(bad))):
         SamplingParams(**bad)
@@ -63,7 +78,9 @@ def test_repetition_presence_frequency_penalties() -> None:
     sampler = Sampler(torch.device("cpu"))
     logits = torch.tensor([[2.0, 1.9, -1.0, 0.0]])
     # token 0 was in the prompt: repetition penalty 2 halves its positive logit -> token 1 wins
-    tokens, _ = sampler(logits, [row(SamplingParams(temperature=0, repetition_penalty=2.0), [0], num_prompt=1)])
+    tokens, _ = sampler(
+        logits, [row(SamplingParams(temperature=0, repetition_penalty=2.0), [0], num_prompt=1)]
+    )
     assert tokens == [1]
     # token 0 generated twice: frequency 0.1*2 + presence 0.05 lowers 2.0 to 1.75 -> token 1 wins
     params = SamplingParams(temperature=0, frequency_penalty=0.1, presence_penalty=0.05)
@@ -87,7 +104,11 @@ def test_min_tokens_masks_eos_and_stop_ids() -> None:
 def test_logprobs_are_raw_log_softmax() -> None:
     sampler = Sampler(torch.device("cpu"))
     logits = torch.randn(3, 20, generator=torch.Generator().manual_seed(1))
-    params = [SamplingParams(temperature=0, logprobs=3), SamplingParams(temperature=0), SamplingParams(temperature=0, logprobs=0)]
+    params = [
+        SamplingParams(temperature=0, logprobs=3),
+        SamplingParams(temperature=0),
+        SamplingParams(temperature=0, logprobs=0),
+    ]
     tokens, logprobs = sampler(logits, [row(p) for p in params])
     expected = torch.log_softmax(logits, -1)
     assert logprobs[1] is None
@@ -102,5 +123,7 @@ def test_seeded_rows_do_not_depend_on_batch_neighbours() -> None:
     logits = torch.zeros(1, 1000)
     params = SamplingParams(temperature=1.0, seed=42)
     alone, _ = sampler(logits, [row(params)])
-    crowded, _ = sampler(torch.zeros(3, 1000), [row(SamplingParams()), row(params), row(SamplingParams(seed=7))])
+    crowded, _ = sampler(
+        torch.zeros(3, 1000), [row(SamplingParams()), row(params), row(SamplingParams(seed=7))]
+    )
     assert crowded[1] == alone[0]

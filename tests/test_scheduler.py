@@ -25,7 +25,7 @@ def test_budget_is_respected_and_every_request_finishes() -> None:
         scheduler.add_request(request)
     steps = drain(scheduler)
     for output, _ in steps:
-        for request_id, num in output.num_scheduled_tokens.items():
+        for num in output.num_scheduled_tokens.values():
             assert num >= 1
     assert all(r.status == RequestStatus.FINISHED_LENGTH and r.num_output_tokens == 5 for r in requests)
     assert scheduler.pool.num_free_pages == 200
@@ -48,8 +48,11 @@ def test_prefill_chunk_cap() -> None:
     from omniserve.config import CacheConfig, SchedulerConfig
     from omniserve.core.scheduler import Scheduler
 
-    scheduler = Scheduler(SchedulerConfig(max_num_batched_tokens=32, max_num_seqs=4, long_prefill_token_threshold=8),
-                          CacheConfig(block_size=4), 64)
+    scheduler = Scheduler(
+        SchedulerConfig(max_num_batched_tokens=32, max_num_seqs=4, long_prefill_token_threshold=8),
+        CacheConfig(block_size=4),
+        64,
+    )
     a, b = make_request(num_prompt_tokens=20), make_request(num_prompt_tokens=20)
     scheduler.add_request(a)
     scheduler.add_request(b)
@@ -61,9 +64,15 @@ def test_decodes_are_scheduled_before_older_partial_prefills() -> None:
     from omniserve.config import CacheConfig, SchedulerConfig
     from omniserve.core.scheduler import Scheduler
 
-    scheduler = Scheduler(SchedulerConfig(max_num_batched_tokens=4, max_num_seqs=4, long_prefill_token_threshold=3),
-                          CacheConfig(block_size=4), 64)
-    long, short = make_request(num_prompt_tokens=40, max_tokens=20), make_request(num_prompt_tokens=1, max_tokens=20)
+    scheduler = Scheduler(
+        SchedulerConfig(max_num_batched_tokens=4, max_num_seqs=4, long_prefill_token_threshold=3),
+        CacheConfig(block_size=4),
+        64,
+    )
+    long, short = (
+        make_request(num_prompt_tokens=40, max_tokens=20),
+        make_request(num_prompt_tokens=1, max_tokens=20),
+    )
     scheduler.add_request(long)
     scheduler.add_request(short)
     output, _ = run_step(scheduler)
@@ -78,7 +87,10 @@ def test_decodes_are_scheduled_before_older_partial_prefills() -> None:
 def test_preemption_frees_pages_and_the_request_resumes_with_its_tokens() -> None:
     # 6 pages of 4 tokens: two requests of 8 prompt tokens growing to 20 tokens cannot both fit.
     scheduler = make_scheduler(num_pages=6, block_size=4, max_num_batched_tokens=32)
-    first, second = make_request(num_prompt_tokens=8, max_tokens=12), make_request(num_prompt_tokens=8, max_tokens=12)
+    first, second = (
+        make_request(num_prompt_tokens=8, max_tokens=12),
+        make_request(num_prompt_tokens=8, max_tokens=12),
+    )
     scheduler.add_request(first)
     scheduler.add_request(second)
     preempted_seen = False
@@ -96,12 +108,17 @@ def test_preemption_frees_pages_and_the_request_resumes_with_its_tokens() -> Non
 
 def test_resumed_request_is_sent_whole_with_its_outputs() -> None:
     scheduler = make_scheduler(num_pages=6, block_size=4, max_num_batched_tokens=32, prefix_caching=False)
-    first, second = make_request(num_prompt_tokens=8, max_tokens=12), make_request(num_prompt_tokens=8, max_tokens=12)
+    first, second = (
+        make_request(num_prompt_tokens=8, max_tokens=12),
+        make_request(num_prompt_tokens=8, max_tokens=12),
+    )
     scheduler.add_request(first)
     scheduler.add_request(second)
     for _ in range(200):
         output = scheduler.schedule()
-        resumed = [n for n in output.new_requests if n.request_id == second.request_id and second.num_preemptions]
+        resumed = [
+            n for n in output.new_requests if n.request_id == second.request_id and second.num_preemptions
+        ]
         if resumed:
             assert resumed[0].token_ids == second.all_token_ids
             assert len(resumed[0].token_ids) > 8 and resumed[0].num_computed_tokens == 0

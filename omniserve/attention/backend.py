@@ -28,7 +28,11 @@ class AttentionBackend(ABC):
 
     @abstractmethod
     def write_kv(
-        self, k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+        self,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        k_cache: torch.Tensor,
+        v_cache: torch.Tensor,
         slot_mapping: torch.Tensor,
     ) -> None: ...
 
@@ -37,8 +41,13 @@ class AttentionBackend(ABC):
 
     @abstractmethod
     def attend(
-        self, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, metadata: AttentionMetadata,
-        scale: float, plan: Any,
+        self,
+        q: torch.Tensor,
+        k_cache: torch.Tensor,
+        v_cache: torch.Tensor,
+        metadata: AttentionMetadata,
+        scale: float,
+        plan: Any,
     ) -> torch.Tensor: ...
 
 
@@ -58,14 +67,24 @@ class TorchAttentionBackend(AttentionBackend):
     def plan(self, metadata, block_size):
         from omniserve.kernels.paged_attention import plan_paged_attention
 
-        return plan_paged_attention(metadata.query_start_loc, metadata.seq_lens, metadata.block_tables, block_size)
+        return plan_paged_attention(
+            metadata.query_start_loc, metadata.seq_lens, metadata.block_tables, block_size
+        )
 
     def attend(self, q, k_cache, v_cache, metadata, scale, plan) -> torch.Tensor:
         from omniserve.kernels.paged_attention import paged_attention_torch
 
         return paged_attention_torch(
-            q, k_cache, v_cache, metadata.query_start_loc, metadata.seq_lens, metadata.block_tables,
-            scale, metadata.max_query_len, metadata.max_seq_len, plan=plan,
+            q,
+            k_cache,
+            v_cache,
+            metadata.query_start_loc,
+            metadata.seq_lens,
+            metadata.block_tables,
+            scale,
+            metadata.max_query_len,
+            metadata.max_seq_len,
+            plan=plan,
         )
 
 
@@ -84,5 +103,7 @@ def create_attention_backend(name: str, device: torch.device) -> AttentionBacken
     if name == "auto":
         name = "triton" if device.type == "cuda" else "torch"
     if name not in ATTENTION_BACKENDS:
-        raise ValueError(f"attention backend {name!r} is not available; available: {sorted(ATTENTION_BACKENDS)}")
+        raise ValueError(
+            f"attention backend {name!r} is not available; available: {sorted(ATTENTION_BACKENDS)}"
+        )
     return ATTENTION_BACKENDS[name]()(device)

@@ -41,7 +41,9 @@ class ForwardContext:
     attn_plan: Any = None  # backend.plan(attn_metadata), built once per step for all layers
 
 
-_CURRENT: contextvars.ContextVar[ForwardContext | None] = contextvars.ContextVar("forward_context", default=None)
+_CURRENT: contextvars.ContextVar[ForwardContext | None] = contextvars.ContextVar(
+    "forward_context", default=None
+)
 
 
 @contextlib.contextmanager

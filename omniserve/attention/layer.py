@@ -25,7 +25,10 @@ class Attention(nn.Module):
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """q: [T, Hq, D], k/v: [T, Hkv, D] -> [T, Hq, D]."""
         context = get_forward_context()
-        assert self.k_cache is not None, "KV cache not bound: the model runner binds it after allocating the pool"
+        assert self.k_cache is not None, (
+            "KV cache not bound: the model runner binds it after allocating the pool"
+        )
         context.backend.write_kv(k, v, self.k_cache, self.v_cache, context.attn_metadata.slot_mapping)
-        return context.backend.attend(q, self.k_cache, self.v_cache, context.attn_metadata, self.scale,
-                                      context.attn_plan)
+        return context.backend.attend(
+            q, self.k_cache, self.v_cache, context.attn_metadata, self.scale, context.attn_plan
+        )

@@ -18,10 +18,14 @@ class TritonAttentionBackend(AttentionBackend):
 
     def __init__(self, device: torch.device) -> None:
         if device.type != "cuda" and not envs.triton_interpret():
-            raise ValueError("attention_backend='triton' needs a CUDA device (or TRITON_INTERPRET=1 for tests)")
+            raise ValueError(
+                "attention_backend='triton' needs a CUDA device (or TRITON_INTERPRET=1 for tests)"
+            )
+        from omniserve.kernels.interpreter import patch_triton_interpreter
         from omniserve.kernels.kv_write_triton import write_kv_triton
         from omniserve.kernels.paged_attention_triton import paged_attention_triton
 
+        patch_triton_interpreter()
         self._write_kv = write_kv_triton
         self._attend = paged_attention_triton
 
@@ -30,6 +34,13 @@ class TritonAttentionBackend(AttentionBackend):
 
     def attend(self, q, k_cache, v_cache, metadata, scale, plan) -> torch.Tensor:
         return self._attend(
-            q, k_cache, v_cache, metadata.query_start_loc, metadata.seq_lens, metadata.block_tables, scale,
-            metadata.max_query_len, metadata.max_seq_len,
+            q,
+            k_cache,
+            v_cache,
+            metadata.query_start_loc,
+            metadata.seq_lens,
+            metadata.block_tables,
+            scale,
+            metadata.max_query_len,
+            metadata.max_seq_len,
         )

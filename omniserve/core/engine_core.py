@@ -67,14 +67,18 @@ class EngineCore:
     def __init__(self, config: EngineConfig) -> None:
         from omniserve.demo import demo_model_path
 
-        model_path = resolve_model_path(config.model.model, config.model.revision) if config.model.model \
+        model_path = (
+            resolve_model_path(config.model.model, config.model.revision)
+            if config.model.model
             else demo_model_path()
+        )
         hf_config = load_hf_config(model_path)
         max_positions = getattr(hf_config, "max_position_embeddings", None) or 2**31
         max_model_len = config.model.max_model_len or max_positions
         if max_model_len > max_positions:
-            raise ValueError(f"max_model_len={max_model_len} exceeds the model's max_position_embeddings "
-                             f"({max_positions})")
+            raise ValueError(
+                f"max_model_len={max_model_len} exceeds the model's max_position_embeddings ({max_positions})"
+            )
         device = resolve_device(config.device.device)
         if device.type == "cuda" and device.index is not None:
             torch.cuda.set_device(device)
@@ -95,9 +99,16 @@ class EngineCore:
             num_kv_blocks=num_pages,
             block_size=config.cache.block_size,
         )
-        logger.info("engine ready: %s on %s (%s), %d KV pages of %d tokens (%.1f MiB), backend %s",
-                    model_path, device, dtype, num_pages, config.cache.block_size,
-                    num_pages * self.runner.page_bytes / 2**20, self.runner.backend.name)
+        logger.info(
+            "engine ready: %s on %s (%s), %d KV pages of %d tokens (%.1f MiB), backend %s",
+            model_path,
+            device,
+            dtype,
+            num_pages,
+            config.cache.block_size,
+            num_pages * self.runner.page_bytes / 2**20,
+            self.runner.backend.name,
+        )
 
     def add_request(self, request: EngineCoreRequest) -> None:
         self.scheduler.add_request(

@@ -61,7 +61,11 @@ class IncrementalDetokenizer:
 
     def take_delta(self, finished: bool) -> str:
         """Text not yet handed out; while running, hold back a tail that may start a stop string."""
-        end = len(self.text) if finished or not self.stop else max(self.emitted, len(self.text) - self.max_stop_len + 1)
+        end = (
+            len(self.text)
+            if finished or not self.stop
+            else max(self.emitted, len(self.text) - self.max_stop_len + 1)
+        )
         delta = self.text[self.emitted : end]
         self.emitted = end
         return delta

@@ -40,9 +40,13 @@ class InputProcessor:
                 for part in content:
                     kind = part.get("type") if isinstance(part, dict) else None
                     if kind in _MEDIA_PARTS:
-                        raise ValueError(f"this model accepts text only: content part of type {kind!r} is not supported")
+                        raise ValueError(
+                            f"this model accepts text only: content part of type {kind!r} is not supported"
+                        )
                     if kind != "text":
-                        raise ValueError(f"unknown content part {part!r}; expected {{'type': 'text', 'text': ...}}")
+                        raise ValueError(
+                            f"unknown content part {part!r}; expected {{'type': 'text', 'text': ...}}"
+                        )
         if getattr(self.tokenizer, "chat_template", None) is None:
             raise ValueError("this model has no chat template: send a plain prompt instead of messages")
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
@@ -69,7 +73,9 @@ class InputProcessor:
             raise ValueError("a prompt dict needs one of 'prompt', 'prompt_token_ids' or 'messages'")
         return ProcessedPrompt(text, self.tokenizer.encode(text, add_special_tokens=False))
 
-    def process(self, request_id: str, prompt: PromptType, params: SamplingParams) -> tuple[EngineCoreRequest, ProcessedPrompt]:
+    def process(
+        self, request_id: str, prompt: PromptType, params: SamplingParams
+    ) -> tuple[EngineCoreRequest, ProcessedPrompt]:
         processed = self.tokenize(prompt)
         ids = processed.prompt_token_ids
         info = self.info
@@ -80,15 +86,21 @@ class InputProcessor:
             raise ValueError(f"prompt token ids {bad[:5]} are outside the vocabulary [0, {info.vocab_size})")
         room = info.max_model_len - len(ids)
         if room < 1:
-            raise ValueError(f"the prompt has {len(ids)} tokens but the model's context is {info.max_model_len} "
-                             f"tokens (max_model_len), leaving no room for output")
+            raise ValueError(
+                f"the prompt has {len(ids)} tokens but the model's context is {info.max_model_len} "
+                f"tokens (max_model_len), leaving no room for output"
+            )
         if params.max_tokens is not None and params.max_tokens > room:
-            raise ValueError(f"the model's context is {info.max_model_len} tokens, but {len(ids) + params.max_tokens} "
-                             f"were requested ({len(ids)} in the prompt, max_tokens={params.max_tokens})")
+            raise ValueError(
+                f"the model's context is {info.max_model_len} tokens, but {len(ids) + params.max_tokens} "
+                f"were requested ({len(ids)} in the prompt, max_tokens={params.max_tokens})"
+            )
         max_tokens = params.max_tokens if params.max_tokens is not None else room
         if len(ids) + max_tokens > info.pool_capacity_tokens:
-            raise ValueError(f"the request needs up to {len(ids) + max_tokens} tokens of KV cache but the whole pool "
-                             f"holds {info.pool_capacity_tokens}; lower max_tokens or enlarge num_kv_blocks")
+            raise ValueError(
+                f"the request needs up to {len(ids) + max_tokens} tokens of KV cache but the whole pool "
+                f"holds {info.pool_capacity_tokens}; lower max_tokens or enlarge num_kv_blocks"
+            )
         bad_stop = [t for t in params.stop_token_ids if t >= info.vocab_size]
         if bad_stop:
             raise ValueError(f"stop_token_ids {bad_stop} are outside the vocabulary [0, {info.vocab_size})")

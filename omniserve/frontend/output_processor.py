@@ -31,11 +31,15 @@ class OutputProcessor:
         self.tokenizer = tokenizer
         self.states: dict[str, RequestState] = {}
 
-    def add_request(self, request_id: str, index: int, prompt: ProcessedPrompt, params: SamplingParams) -> None:
-        detokenizer = IncrementalDetokenizer(self.tokenizer, prompt.prompt_token_ids, params.skip_special_tokens,
-                                             params.stop)
-        self.states[request_id] = RequestState(request_id, index, prompt, detokenizer,
-                                               logprobs=[] if params.logprobs is not None else None)
+    def add_request(
+        self, request_id: str, index: int, prompt: ProcessedPrompt, params: SamplingParams
+    ) -> None:
+        detokenizer = IncrementalDetokenizer(
+            self.tokenizer, prompt.prompt_token_ids, params.skip_special_tokens, params.stop
+        )
+        self.states[request_id] = RequestState(
+            request_id, index, prompt, detokenizer, logprobs=[] if params.logprobs is not None else None
+        )
 
     def abort(self, request_id: str) -> StreamDelta | None:
         state = self.states.get(request_id)
@@ -60,14 +64,22 @@ class OutputProcessor:
                 deltas.append(self._finish(state, output.finish_reason, output.stop_token_id, output))
             else:
                 text = state.detokenizer.take_delta(finished=False)
-                deltas.append(StreamDelta(
-                    state.request_id, state.index, list(output.new_token_ids), text,
-                    logprobs=output.new_logprobs, num_prompt_tokens=len(state.prompt.prompt_token_ids),
-                    num_cached_tokens=state.num_cached_tokens,
-                ))
+                deltas.append(
+                    StreamDelta(
+                        state.request_id,
+                        state.index,
+                        list(output.new_token_ids),
+                        text,
+                        logprobs=output.new_logprobs,
+                        num_prompt_tokens=len(state.prompt.prompt_token_ids),
+                        num_cached_tokens=state.num_cached_tokens,
+                    )
+                )
         return deltas, stopped
 
-    def _finish(self, state: RequestState, reason: str, stop_reason, output: EngineCoreOutput | None = None) -> StreamDelta:
+    def _finish(
+        self, state: RequestState, reason: str, stop_reason, output: EngineCoreOutput | None = None
+    ) -> StreamDelta:
         del self.states[state.request_id]
         final = RequestOutput(
             request_id=state.request_id,
@@ -81,9 +93,14 @@ class OutputProcessor:
             num_cached_tokens=state.num_cached_tokens,
         )
         return StreamDelta(
-            state.request_id, state.index, list(output.new_token_ids) if output else [],
-            state.detokenizer.take_delta(finished=True), finish_reason=reason, stop_reason=final.stop_reason,
+            state.request_id,
+            state.index,
+            list(output.new_token_ids) if output else [],
+            state.detokenizer.take_delta(finished=True),
+            finish_reason=reason,
+            stop_reason=final.stop_reason,
             logprobs=output.new_logprobs if output else None,
-            num_prompt_tokens=len(state.prompt.prompt_token_ids), num_cached_tokens=state.num_cached_tokens,
+            num_prompt_tokens=len(state.prompt.prompt_token_ids),
+            num_cached_tokens=state.num_cached_tokens,
             output=final,
         )

@@ -31,7 +31,10 @@ class RotaryEmbedding(nn.Module):
     in place. `inv_freq` and `attention_scaling` come from the checkpoint's rope parameters."""
 
     def __init__(
-        self, inv_freq: torch.Tensor, max_position: int, attention_scaling: float = 1.0,
+        self,
+        inv_freq: torch.Tensor,
+        max_position: int,
+        attention_scaling: float = 1.0,
         mrope_section: list[int] | None = None,
     ) -> None:
         super().__init__()
@@ -68,7 +71,9 @@ class StackedLinear(nn.Linear):
         start, size = self.shard_offsets[shard]
         target = getattr(self, param_name)
         if tensor.shape[0] != size or tensor.shape[1:] != target.shape[1:]:
-            raise ValueError(f"checkpoint tensor {shard}.{param_name} has shape {tuple(tensor.shape)}, "
-                             f"expected ({size}, {', '.join(map(str, target.shape[1:]))})")
+            raise ValueError(
+                f"checkpoint tensor {shard}.{param_name} has shape {tuple(tensor.shape)}, "
+                f"expected ({size}, {', '.join(map(str, target.shape[1:]))})"
+            )
         with torch.no_grad():
             target[start : start + size].copy_(tensor)

@@ -27,14 +27,18 @@ def resolve_model_path(model: str, revision: str | None = None) -> Path:
             raise ValueError(f"model folder {str(path)!r} has no config.json")
         return path
     if path.exists() or model.startswith((".", "/", "~")) or model.count("/") != 1:
-        raise ValueError(f"model {model!r} is not a folder with a checkpoint, nor a Hugging Face id (org/name)")
+        raise ValueError(
+            f"model {model!r} is not a folder with a checkpoint, nor a Hugging Face id (org/name)"
+        )
     try:
         from huggingface_hub import snapshot_download
 
         return Path(snapshot_download(model, revision=revision, allow_patterns=_HUB_FILES))
     except Exception as error:  # offline, unknown repo, gated repo: say which
-        raise ValueError(f"model {model!r} is not a local folder and could not be fetched from the "
-                         f"Hugging Face hub: {type(error).__name__}: {error}") from error
+        raise ValueError(
+            f"model {model!r} is not a local folder and could not be fetched from the "
+            f"Hugging Face hub: {type(error).__name__}: {error}"
+        ) from error
 
 
 def load_hf_config(path: Path):

@@ -10,7 +10,7 @@ base = previous max + 1:   t = base + frame * interval,  h = base + row,  w = ba
 (interval = position_id_per_seconds * seconds per temporal patch; images have one frame); an audio item takes
 base, base + 1, ... on all axes. Audio inside a video (`use_audio_in_video`) is laid out as
 
-    <vision_bos> <audio_bos> [video chunk 0][audio chunk 0][video chunk 1][audio chunk 1]... <audio_eos> <vision_eos>
+    <vision_bos> <audio_bos> [video 0][audio 0][video 1][audio 1]... <audio_eos> <vision_eos>
 
 where both bos tokens share one position, both eos tokens share one, and chunks cut the two streams every
 `seconds_per_chunk` seconds of temporal position. After such an item, positions continue from the max of
@@ -95,7 +95,9 @@ def mrope_positions(num_tokens: int, items: list[MRopeItem], config: MRopeConfig
             if item.kind == "image":
                 t_index = (frames * config.image_time_scale * config.position_id_per_seconds).astype(np.int64)
             else:
-                t_index = (frames * float(item.seconds_per_grid) * config.position_id_per_seconds).astype(np.int64)
+                t_index = (frames * float(item.seconds_per_grid) * config.position_id_per_seconds).astype(
+                    np.int64
+                )
             video = base + _vision_positions(item.grid_thw, t_index, merge)
             if item.kind == "video_with_audio":
                 audio = base + np.broadcast_to(np.arange(item.audio_tokens), (3, item.audio_tokens))
@@ -113,8 +115,10 @@ def mrope_positions(num_tokens: int, items: list[MRopeItem], config: MRopeConfig
             else:
                 block = video
         if block.shape[1] != item.length:
-            raise ValueError(f"{item.kind} item at {item.offset} has {item.length} placeholder tokens but its "
-                             f"grid / audio length gives {block.shape[1]}")
+            raise ValueError(
+                f"{item.kind} item at {item.offset} has {item.length} placeholder tokens but its "
+                f"grid / audio length gives {block.shape[1]}"
+            )
         positions[:, cursor : cursor + item.length] = block
         cursor += item.length
         if item.length:

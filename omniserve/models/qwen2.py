@@ -18,8 +18,13 @@ from omniserve.models.layers import RMSNorm, RotaryEmbedding, SiluAndMul, Stacke
 from omniserve.models.rope import rope_from_config
 
 # HF checkpoint projection -> (fused module, shard name)
-_STACKED = {"q_proj": ("qkv_proj", "q"), "k_proj": ("qkv_proj", "k"), "v_proj": ("qkv_proj", "v"),
-            "gate_proj": ("gate_up_proj", "gate"), "up_proj": ("gate_up_proj", "up")}
+_STACKED = {
+    "q_proj": ("qkv_proj", "q"),
+    "k_proj": ("qkv_proj", "k"),
+    "v_proj": ("qkv_proj", "v"),
+    "gate_proj": ("gate_up_proj", "gate"),
+    "up_proj": ("gate_up_proj", "up"),
+}
 
 
 class Qwen2Attention(nn.Module):
@@ -29,7 +34,9 @@ class Qwen2Attention(nn.Module):
         self.num_kv_heads = config.num_key_value_heads
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.num_heads
         q_size, kv_size = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
-        self.qkv_proj = StackedLinear(config.hidden_size, {"q": q_size, "k": kv_size, "v": kv_size}, bias=True)
+        self.qkv_proj = StackedLinear(
+            config.hidden_size, {"q": q_size, "k": kv_size, "v": kv_size}, bias=True
+        )
         self.o_proj = nn.Linear(q_size, config.hidden_size, bias=False)
         self.rotary = rotary
         self.attn = Attention(self.num_heads, self.num_kv_heads, self.head_dim, self.head_dim**-0.5)
@@ -87,7 +94,9 @@ class Qwen2Model(nn.Module):
         inv_freq, scaling, mrope_section = rope_from_config(config, head_dim)
         rotary = RotaryEmbedding(inv_freq, config.max_position_embeddings, scaling, mrope_section)
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
-        self.layers = nn.ModuleList(Qwen2DecoderLayer(config, rotary) for _ in range(config.num_hidden_layers))
+        self.layers = nn.ModuleList(
+            Qwen2DecoderLayer(config, rotary) for _ in range(config.num_hidden_layers)
+        )
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
 
     def forward(
@@ -143,8 +152,10 @@ class Qwen2ForCausalLM(nn.Module):
                 raise ValueError(f"checkpoint tensor {name!r} matches no parameter of {type(self).__name__}")
             param = params[name]
             if param.shape != tensor.shape:
-                raise ValueError(f"checkpoint tensor {name!r} has shape {tuple(tensor.shape)}, "
-                                 f"expected {tuple(param.shape)}")
+                raise ValueError(
+                    f"checkpoint tensor {name!r} has shape {tuple(tensor.shape)}, "
+                    f"expected {tuple(param.shape)}"
+                )
             with torch.no_grad():
                 param.copy_(tensor)
             loaded.add(name)
@@ -154,7 +165,9 @@ class Qwen2ForCausalLM(nn.Module):
                 full = f"{name}.{param_name}"
                 if isinstance(module, StackedLinear):
                     missing += [f"{full}#{s}" for s in module.shard_offsets if f"{full}#{s}" not in loaded]
-                elif full not in loaded and not (full == "lm_head.weight" and self.config.tie_word_embeddings):
+                elif full not in loaded and not (
+                    full == "lm_head.weight" and self.config.tie_word_embeddings
+                ):
                     missing.append(full)
         if missing:
             raise ValueError(f"checkpoint is missing {len(missing)} tensors, e.g. {missing[:5]}")

@@ -32,8 +32,13 @@ def default_capture_sizes(max_batch: int) -> list[int]:
 
 class DecodeGraphs:
     def __init__(
-        self, model: nn.Module, backend: AttentionBackend, device: torch.device, max_batch: int,
-        max_seq_len: int, block_size: int,
+        self,
+        model: nn.Module,
+        backend: AttentionBackend,
+        device: torch.device,
+        max_batch: int,
+        max_seq_len: int,
+        block_size: int,
     ) -> None:
         self.model = model
         self.backend = backend
@@ -90,8 +95,13 @@ class DecodeGraphs:
         return None
 
     def run(
-        self, size: int, input_ids: np.ndarray, positions: np.ndarray, slot_mapping: np.ndarray,
-        seq_lens: np.ndarray, block_tables: np.ndarray,
+        self,
+        size: int,
+        input_ids: np.ndarray,
+        positions: np.ndarray,
+        slot_mapping: np.ndarray,
+        seq_lens: np.ndarray,
+        block_tables: np.ndarray,
     ) -> torch.Tensor:
         """Replay the graph of `size` (>= batch) on these host arrays; returns hidden [batch, H]."""
         batch = input_ids.shape[0]

@@ -68,7 +68,9 @@ class ModelRunner:
         self.device = device
         self.dtype = dtype
         self.block_size = config.cache.block_size
-        self.model = load_model(model_path, hf_config, dtype, device, config.model.load_format, config.model.seed)
+        self.model = load_model(
+            model_path, hf_config, dtype, device, config.model.load_format, config.model.seed
+        )
         self.backend = create_attention_backend(config.device.attention_backend, device)
         self.sampler = Sampler(device)
         self.states: dict[str, RequestState] = {}
@@ -102,8 +104,10 @@ class ModelRunner:
         available = total * cache.gpu_memory_utilization - peak - outside_torch
         num_pages = int(available // self.page_bytes)
         if num_pages < 1:
-            raise RuntimeError(f"no GPU memory left for the KV pool (weights + activations use {peak / 2**30:.1f} "
-                               f"GiB); raise gpu_memory_utilization or lower max_num_batched_tokens")
+            raise RuntimeError(
+                f"no GPU memory left for the KV pool (weights + activations use {peak / 2**30:.1f} "
+                f"GiB); raise gpu_memory_utilization or lower max_num_batched_tokens"
+            )
         return num_pages
 
     def _profile_step(self) -> None:
@@ -111,8 +115,15 @@ class ModelRunner:
         num_tokens = self.config.scheduler.max_num_batched_tokens
         num_pages = -(-num_tokens // self.block_size)
         self.allocate_pool(num_pages)
-        state = RequestState("profile", [0] * num_tokens, num_tokens, SamplingParams(max_tokens=1), [],
-                             list(range(num_pages)), 0)
+        state = RequestState(
+            "profile",
+            [0] * num_tokens,
+            num_tokens,
+            SamplingParams(max_tokens=1),
+            [],
+            list(range(num_pages)),
+            0,
+        )
         self.states[state.request_id] = state
         num_rows = min(self.config.scheduler.max_num_seqs, num_tokens)
         with torch.inference_mode():
@@ -129,7 +140,8 @@ class ModelRunner:
         # [num_pages, num_layers, 2, block_size, Hkv, D]
         self.pool = torch.zeros(
             (num_pages, self.num_layers, 2, self.block_size, self.num_kv_heads, self.head_dim),
-            dtype=self.dtype, device=self.device,
+            dtype=self.dtype,
+            device=self.device,
         )
         for index, layer in enumerate(self.model.attention_layers()):
             layer.bind_kv_cache(self.pool[:, index, 0], self.pool[:, index, 1])
@@ -140,8 +152,13 @@ class ModelRunner:
             self.states.pop(request_id, None)
         for new in scheduler_output.new_requests:
             self.states[new.request_id] = RequestState(
-                new.request_id, list(new.token_ids), new.num_prompt_tokens, new.sampling_params,
-                new.eos_token_ids, list(new.page_ids), new.num_computed_tokens,
+                new.request_id,
+                list(new.token_ids),
+                new.num_prompt_tokens,
+                new.sampling_params,
+                new.eos_token_ids,
+                list(new.page_ids),
+                new.num_computed_tokens,
             )
         for cached in scheduler_output.cached_requests:
             state = self.states[cached.request_id]
@@ -158,7 +175,7 @@ class ModelRunner:
         seq_lens = np.zeros(num_requests, dtype=np.int32)
         sample_rows = np.full(num_requests, -1, dtype=np.int64)
         states = [self.states[request_id] for request_id in num_scheduled]
-        for row, (state, num_tokens) in enumerate(zip(states, num_scheduled.values())):
+        for row, (state, num_tokens) in enumerate(zip(states, num_scheduled.values(), strict=True)):
             start, end = state.num_computed_tokens, state.num_computed_tokens + num_tokens
             input_ids.extend(state.token_ids[start:end])
             pos = np.arange(start, end)
@@ -208,8 +225,9 @@ class ModelRunner:
         if self.decode_graphs is not None and batch.max_query_len == 1:
             size = self.decode_graphs.padded_size(len(batch.seq_lens))
         if size is not None:
-            return self.decode_graphs.run(size, batch.input_ids, batch.positions, batch.slot_mapping,
-                                          batch.seq_lens, batch.block_tables)
+            return self.decode_graphs.run(
+                size, batch.input_ids, batch.positions, batch.slot_mapping, batch.seq_lens, batch.block_tables
+            )
         input_ids, positions, metadata = self._device_inputs(batch)
         with forward_context(self._forward_context(metadata)):
             return self.model(input_ids, positions)
@@ -221,8 +239,9 @@ class ModelRunner:
         from omniserve.worker.cuda_graphs import DecodeGraphs
 
         max_batch = min(self.config.scheduler.max_num_seqs, 512)
-        self.decode_graphs = DecodeGraphs(self.model, self.backend, self.device, max_batch, max_model_len,
-                                          self.block_size)
+        self.decode_graphs = DecodeGraphs(
+            self.model, self.backend, self.device, max_batch, max_model_len, self.block_size
+        )
         self.decode_graphs.capture()
 
     @torch.inference_mode()
@@ -235,7 +254,7 @@ class ModelRunner:
         hidden = self._forward(batch)  # [T, H]
         sample_rows = batch.sample_rows.tolist()
 
-        sampling_ids = [rid for rid, row in zip(num_scheduled, sample_rows) if row >= 0]
+        sampling_ids = [rid for rid, row in zip(num_scheduled, sample_rows, strict=True) if row >= 0]
         if not sampling_ids:
             return ModelRunnerOutput([], [], [])
         rows = torch.tensor([row for row in sample_rows if row >= 0], device=self.device)
@@ -243,8 +262,11 @@ class ModelRunner:
         states = [self.states[rid] for rid in sampling_ids]
         token_ids, logprobs = self.sampler(
             logits,
-            [SamplingRow(s.sampling_params, s.token_ids, s.num_prompt_tokens, s.eos_token_ids) for s in states],
+            [
+                SamplingRow(s.sampling_params, s.token_ids, s.num_prompt_tokens, s.eos_token_ids)
+                for s in states
+            ],
         )
-        for state, token_id in zip(states, token_ids):
+        for state, token_id in zip(states, token_ids, strict=True):
             state.token_ids.append(token_id)
         return ModelRunnerOutput(sampling_ids, token_ids, logprobs)

@@ -40,7 +40,9 @@ class Sampler:
         self.device = device
         self._seeded = torch.Generator(device=device)
 
-    def __call__(self, logits: torch.Tensor, rows: list[SamplingRow]) -> tuple[list[int], list[TokenLogprob | None]]:
+    def __call__(
+        self, logits: torch.Tensor, rows: list[SamplingRow]
+    ) -> tuple[list[int], list[TokenLogprob | None]]:
         """logits: [N, V] fp32 -> (token ids, logprobs per row)."""
         logprobs_k = [row.params.logprobs for row in rows]
         raw_logprobs = torch.log_softmax(logits, dim=-1) if any(k is not None for k in logprobs_k) else None
@@ -74,13 +76,17 @@ class Sampler:
             if not p.needs_penalties:
                 continue
             if p.repetition_penalty != 1.0:
-                seen = torch.tensor(sorted({t for t in row.token_ids if t < vocab}), device=self.device,
-                                    dtype=torch.long)
+                seen = torch.tensor(
+                    sorted({t for t in row.token_ids if t < vocab}), device=self.device, dtype=torch.long
+                )
                 values = logits[i, seen]
-                logits[i, seen] = torch.where(values > 0, values / p.repetition_penalty,
-                                              values * p.repetition_penalty)
+                logits[i, seen] = torch.where(
+                    values > 0, values / p.repetition_penalty, values * p.repetition_penalty
+                )
             if p.presence_penalty or p.frequency_penalty:
-                outputs = torch.tensor(row.token_ids[row.num_prompt_tokens:], device=self.device, dtype=torch.long)
+                outputs = torch.tensor(
+                    row.token_ids[row.num_prompt_tokens :], device=self.device, dtype=torch.long
+                )
                 counts = torch.zeros(vocab, device=self.device).scatter_add_(
                     0, outputs.clamp(max=vocab - 1), torch.ones_like(outputs, dtype=torch.float32)
                 )
@@ -129,7 +135,7 @@ class Sampler:
         max_k = max(k or 0 for k in ks)
         ids = torch.tensor(token_ids, device=raw.device)
         chosen = raw.gather(1, ids[:, None])[:, 0].tolist()
-        top_values, top_ids = (raw.topk(max_k, dim=-1) if max_k > 0 else (None, None))
+        top_values, top_ids = raw.topk(max_k, dim=-1) if max_k > 0 else (None, None)
         top_values = top_values.tolist() if top_values is not None else None
         top_ids = top_ids.tolist() if top_ids is not None else None
         result: list[TokenLogprob | None] = []
@@ -137,7 +143,7 @@ class Sampler:
             if k is None:
                 result.append(None)
                 continue
-            top = list(zip(top_ids[i][:k], top_values[i][:k])) if k > 0 else []
+            top = list(zip(top_ids[i][:k], top_values[i][:k], strict=True)) if k > 0 else []
             result.append(TokenLogprob(token_ids[i], chosen[i], top))
         return result
 

@@ -19,14 +19,21 @@ def hf_rope_index(tokens, image_grids, video_grids, audio_lens, seconds, use_aud
     cls = m.Qwen2_5OmniPreTrainedModelForConditionalGeneration
     fake = types.SimpleNamespace(
         spatial_merge_size=2,
-        config=types.SimpleNamespace(image_token_id=IMAGE, video_token_id=VIDEO, audio_token_id=AUDIO,
-                                     vision_start_token_id=V_BOS, audio_start_token_id=A_BOS,
-                                     position_id_per_seconds=25, seconds_per_chunk=2),
+        config=types.SimpleNamespace(
+            image_token_id=IMAGE,
+            video_token_id=VIDEO,
+            audio_token_id=AUDIO,
+            vision_start_token_id=V_BOS,
+            audio_start_token_id=A_BOS,
+            position_id_per_seconds=25,
+            seconds_per_chunk=2,
+        ),
     )
     fake.get_llm_pos_ids_for_vision = lambda *a: cls.get_llm_pos_ids_for_vision(fake, *a)
     fake.get_chunked_index = lambda *a: cls.get_chunked_index(fake, *a)
     positions, delta = cls.get_rope_index(
-        fake, torch.tensor([tokens]),
+        fake,
+        torch.tensor([tokens]),
         image_grid_thw=torch.tensor(image_grids) if image_grids else None,
         video_grid_thw=torch.tensor(video_grids) if video_grids else None,
         attention_mask=torch.ones(1, len(tokens), dtype=torch.long),
@@ -90,8 +97,14 @@ def build(rng: random.Random, use_audio_in_video: bool):
                 n_audio = audio_tokens(frames)
                 audio_lens.append(frames)
                 tokens += [V_BOS, A_BOS]
-                item = MRopeItem("video_with_audio", len(tokens), n_video + n_audio, grid_thw=grid,
-                                 seconds_per_grid=spg, audio_tokens=n_audio)
+                item = MRopeItem(
+                    "video_with_audio",
+                    len(tokens),
+                    n_video + n_audio,
+                    grid_thw=grid,
+                    seconds_per_grid=spg,
+                    audio_tokens=n_audio,
+                )
                 items.append(item)
                 tokens += interleaved(grid, spg, n_audio) + [A_EOS, V_EOS]
             else:
@@ -112,8 +125,9 @@ def test_positions_match_transformers(seed: int, use_audio_in_video: bool) -> No
     if not image_grids and not video_grids:  # HF takes its text-only branch: plain positions
         expected, expected_delta = torch.arange(len(tokens)).expand(3, -1).numpy(), 0
     else:
-        expected, expected_delta = hf_rope_index(tokens, image_grids, video_grids, audio_lens, seconds,
-                                                 use_audio_in_video)
+        expected, expected_delta = hf_rope_index(
+            tokens, image_grids, video_grids, audio_lens, seconds, use_audio_in_video
+        )
     ours, delta = mrope_positions(len(tokens), items, MRopeConfig())
     assert (ours == expected).all()
     assert delta == expected_delta
