@@ -64,8 +64,12 @@ class PagePool:
     def num_used_pages(self) -> int:
         return self.num_pages - len(self.free_queue)
 
-    def page_ids(self, request_id: str) -> list[int]:
-        return [p.page_id for p in self.request_pages.get(request_id, ())]
+    def page_ids(self, request_id: str, start: int = 0) -> list[int]:
+        """The request's page ids from its `start`-th page on."""
+        return [p.page_id for p in self.request_pages.get(request_id, ())[start:]]
+
+    def num_request_pages(self, request_id: str) -> int:
+        return len(self.request_pages.get(request_id, ()))
 
     def pages_needed(self, num_tokens: int) -> int:
         return -(-num_tokens // self.block_size)

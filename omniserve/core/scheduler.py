@@ -136,8 +136,8 @@ class Scheduler:
         new_requests, cached_requests = [], []
         for request_id, num_tokens in scheduled.items():
             request = self.requests[request_id]
-            page_ids = self.pool.page_ids(request_id)
             if request_id in new_request_ids:
+                page_ids = self.pool.page_ids(request_id)
                 new_requests.append(
                     NewRequestData(
                         request_id=request_id,
@@ -150,11 +150,11 @@ class Scheduler:
                     )
                 )
             else:
-                sent = self._sent_page_counts[request_id]
+                new_page_ids = self.pool.page_ids(request_id, self._sent_page_counts[request_id])
                 cached_requests.append(
-                    CachedRequestData(request_id, page_ids[sent:], request.num_computed_tokens)
+                    CachedRequestData(request_id, new_page_ids, request.num_computed_tokens)
                 )
-            self._sent_page_counts[request_id] = len(page_ids)
+            self._sent_page_counts[request_id] = self.pool.num_request_pages(request_id)
             request.num_computed_tokens += num_tokens  # counts as computed from here on
         # A request dropped and re-admitted in this same step is new to the runner: drop first, then add.
         output = SchedulerOutput(

@@ -60,6 +60,13 @@ class RequestState:
     eos_token_ids: list[int]
     page_ids: list[int]
     num_computed_tokens: int
+    _page_array: np.ndarray | None = None  # page_ids as int64, rebuilt only when pages are added
+
+    @property
+    def page_array(self) -> np.ndarray:
+        if self._page_array is None or len(self._page_array) != len(self.page_ids):
+            self._page_array = np.asarray(self.page_ids, dtype=np.int64)
+        return self._page_array
 
 
 class ModelRunner:
@@ -167,6 +174,9 @@ class ModelRunner:
 
     def _build_batch(self, num_scheduled: dict[str, int]) -> HostBatch:
         """Flatten the step's tokens into host arrays (one pass over the scheduled requests)."""
+        states = [self.states[request_id] for request_id in num_scheduled]
+        if len(num_scheduled) == sum(num_scheduled.values()):  # decode only: one token each
+            return self._build_decode_batch(states)
         block_size = self.block_size
         num_requests = len(num_scheduled)
         input_ids: list[int] = []
@@ -174,31 +184,57 @@ class ModelRunner:
         query_start_loc = np.zeros(num_requests + 1, dtype=np.int32)
         seq_lens = np.zeros(num_requests, dtype=np.int32)
         sample_rows = np.full(num_requests, -1, dtype=np.int64)
-        states = [self.states[request_id] for request_id in num_scheduled]
         for row, (state, num_tokens) in enumerate(zip(states, num_scheduled.values(), strict=True)):
             start, end = state.num_computed_tokens, state.num_computed_tokens + num_tokens
             input_ids.extend(state.token_ids[start:end])
             pos = np.arange(start, end)
             positions.append(pos)
-            slots.append(np.asarray(state.page_ids)[pos // block_size] * block_size + pos % block_size)
+            slots.append(state.page_array[pos // block_size] * block_size + pos % block_size)
             query_start_loc[row + 1] = query_start_loc[row] + num_tokens
             seq_lens[row] = end
             if end == len(state.token_ids):
                 sample_rows[row] = query_start_loc[row + 1] - 1
-        max_pages = -(-int(seq_lens.max()) // block_size)
-        block_tables = np.zeros((num_requests, max_pages), dtype=np.int32)
-        for row, state in enumerate(states):
-            pages = state.page_ids[:max_pages]
-            block_tables[row, : len(pages)] = pages
         return HostBatch(
             input_ids=np.asarray(input_ids, dtype=np.int64),
             positions=np.concatenate(positions),
             slot_mapping=np.concatenate(slots).astype(np.int64),
             query_start_loc=query_start_loc,
             seq_lens=seq_lens,
-            block_tables=block_tables,
+            block_tables=self._block_tables(states, int(seq_lens.max())),
             sample_rows=sample_rows,
             max_query_len=int(np.diff(query_start_loc).max()),
+        )
+
+    def _block_tables(self, states: list[RequestState], max_seq_len: int) -> np.ndarray:
+        max_pages = -(-max_seq_len // self.block_size)
+        block_tables = np.zeros((len(states), max_pages), dtype=np.int32)
+        for row, state in enumerate(states):
+            pages = state.page_array[:max_pages]
+            block_tables[row, : len(pages)] = pages
+        return block_tables
+
+    def _build_decode_batch(self, states: list[RequestState]) -> HostBatch:
+        """The common steady state, without per-request numpy calls: token i of request i sits at
+        position num_computed_tokens, in page page_ids[position // block_size]."""
+        block_size = self.block_size
+        num = len(states)
+        positions = np.fromiter((s.num_computed_tokens for s in states), dtype=np.int64, count=num)
+        input_ids = np.fromiter(
+            (s.token_ids[s.num_computed_tokens] for s in states), dtype=np.int64, count=num
+        )
+        pages = np.fromiter(
+            (s.page_ids[s.num_computed_tokens // block_size] for s in states), dtype=np.int64, count=num
+        )
+        seq_lens = (positions + 1).astype(np.int32)
+        return HostBatch(
+            input_ids=input_ids,
+            positions=positions,
+            slot_mapping=pages * block_size + positions % block_size,
+            query_start_loc=np.arange(num + 1, dtype=np.int32),
+            seq_lens=seq_lens,
+            block_tables=self._block_tables(states, int(seq_lens.max())),
+            sample_rows=np.arange(num, dtype=np.int64),
+            max_query_len=1,
         )
 
     def _device_inputs(self, batch: HostBatch) -> tuple[torch.Tensor, torch.Tensor, AttentionMetadata]:
