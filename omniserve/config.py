@@ -40,6 +40,7 @@ class SchedulerConfig:
     max_num_batched_tokens: int = 2048  # token budget of one step (decode + prefill chunks)
     max_num_seqs: int = 256  # requests running at once
     long_prefill_token_threshold: int = 0  # cap one request's chunk; 0 = up to the whole budget
+    max_num_encoder_tokens: int = 4096  # media embedding rows encoded per step (a bigger item runs alone)
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,8 @@ def validate(config: EngineConfig) -> None:
         raise ValueError(f"max_num_batched_tokens must be positive, got {s.max_num_batched_tokens}")
     if s.max_num_seqs < 1:
         raise ValueError(f"max_num_seqs must be positive, got {s.max_num_seqs}")
+    if s.max_num_encoder_tokens < 1:
+        raise ValueError(f"max_num_encoder_tokens must be positive, got {s.max_num_encoder_tokens}")
     if s.long_prefill_token_threshold < 0:
         raise ValueError("long_prefill_token_threshold must be >= 0")
     if d.attention_backend not in ATTENTION_BACKENDS:

@@ -16,6 +16,9 @@ import enum
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
+
+from omniserve.multimodal import MediaItem
 from omniserve.sampling_params import SamplingParams
 
 
@@ -56,6 +59,9 @@ class Request:
     stop_token_id: int | None = None  # the id that stopped it, if any
     # Chained content hashes of this request's full blocks, filled lazily by the page pool.
     block_hashes: list[bytes] = field(default_factory=list)
+    mm_items: list[MediaItem] = field(default_factory=list)  # media placeholders, in prompt order
+    mrope_positions: np.ndarray | None = None  # [3, num_prompt_tokens] (M-RoPE models)
+    mrope_delta: int = 0  # output token i (sequence index) sits at position i + mrope_delta
 
     @property
     def num_prompt_tokens(self) -> int:

@@ -17,6 +17,7 @@ from omniserve.config import EngineConfig
 from omniserve.core.messages import EngineCoreOutput, EngineCoreRequest, EngineStats
 from omniserve.core.scheduler import Scheduler
 from omniserve.models.loader import load_hf_config, resolve_dtype, resolve_model_path
+from omniserve.models.qwen_multimodal import text_config_of
 from omniserve.request import Request
 from omniserve.worker.model_runner import ModelRunner
 
@@ -73,7 +74,8 @@ class EngineCore:
             else demo_model_path()
         )
         hf_config = load_hf_config(model_path)
-        max_positions = getattr(hf_config, "max_position_embeddings", None) or 2**31
+        text_config = text_config_of(hf_config)
+        max_positions = getattr(text_config, "max_position_embeddings", None) or 2**31
         max_model_len = config.model.max_model_len or max_positions
         if max_model_len > max_positions:
             raise ValueError(
@@ -90,11 +92,13 @@ class EngineCore:
         num_pages = self.runner.determine_num_pages()
         self.runner.allocate_pool(num_pages)
         self.runner.capture_decode_graphs(max_model_len)
-        self.scheduler = Scheduler(config.scheduler, config.cache, num_pages)
+        self.scheduler = Scheduler(
+            config.scheduler, config.cache, num_pages, self.runner.embedding_rows_per_page
+        )
         self.info = ModelInfo(
             model_path=model_path,
             max_model_len=max_model_len,
-            vocab_size=hf_config.vocab_size,
+            vocab_size=text_config.vocab_size,
             eos_token_ids=read_eos_token_ids(model_path, hf_config),
             num_kv_blocks=num_pages,
             block_size=config.cache.block_size,
@@ -119,6 +123,9 @@ class EngineCore:
                 eos_token_ids=frozenset(request.eos_token_ids),
                 max_tokens=request.max_tokens,
                 arrival_time=request.arrival_time,
+                mm_items=list(request.mm_items),
+                mrope_positions=request.mrope_positions,
+                mrope_delta=request.mrope_delta,
             )
         )
 
@@ -144,4 +151,6 @@ class EngineCore:
             num_preemptions=self.scheduler.num_preemptions,
             prefix_cache_queries=pool.prefix_queries,
             prefix_cache_hits=pool.prefix_hits,
+            encoder_cache_queries=pool.encoder_cache_queries,
+            encoder_cache_hits=pool.encoder_cache_hits,
         )

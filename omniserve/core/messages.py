@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
+from omniserve.multimodal import MediaItem
 from omniserve.sampling_params import SamplingParams
 
 
@@ -20,6 +23,9 @@ class EngineCoreRequest:
     eos_token_ids: list[int]  # the model's EOS ids (generation_config)
     max_tokens: int  # resolved against the context length by the frontend
     arrival_time: float  # time.monotonic() at the frontend
+    mm_items: list[MediaItem] = field(default_factory=list)  # media placeholders, in prompt order
+    mrope_positions: np.ndarray | None = None  # [3, num_prompt_tokens] (M-RoPE models)
+    mrope_delta: int = 0
 
 
 @dataclass
@@ -51,3 +57,5 @@ class EngineStats:
     num_preemptions: int
     prefix_cache_queries: int  # tokens looked up in the prefix cache
     prefix_cache_hits: int  # tokens served from it
+    encoder_cache_queries: int = 0  # media items looked up in the encoder cache
+    encoder_cache_hits: int = 0  # media items whose embedding was already in the pool

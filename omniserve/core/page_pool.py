@@ -9,7 +9,12 @@ queue, evicting whatever cached block they held, so the free queue doubles as th
                  allocate() pops here                                        free() appends here
 
 Block hashes are chained: hash(block i) covers the hash of block i-1, so equal hashes mean equal whole
-prefixes. Only full blocks are hashed; a request wastes at most its one partly filled last page.
+prefixes; a block that covers media placeholders also covers those items' content hashes. Only full blocks
+are hashed; a request wastes at most its one partly filled last page.
+
+Embedding pages hold encoder outputs (rows of one media item). They are keyed by (content hash, page index)
+in the same map, so equal media reuse one encoding (the encoder cache) and evict like any cached page. A
+fresh embedding page is published only once its encoding is committed to a step (`publish_embedding`).
 """
 
 from __future__ import annotations
@@ -27,6 +32,12 @@ class Page:
     page_id: int
     ref_count: int = 0
     block_hash: bytes | None = None  # set while the page holds a cached full block
+
+
+def embedding_key(content_hash: bytes, page_index: int) -> bytes:
+    return hashlib.blake2b(
+        b"embedding" + content_hash + page_index.to_bytes(4, "little"), digest_size=16
+    ).digest()
 
 
 def hash_block(parent_hash: bytes | None, token_ids: list[int], extra_key: bytes = b"") -> bytes:
@@ -49,10 +60,14 @@ class PagePool:
         self.cached_pages: dict[bytes, Page] = {}  # block hash -> page holding that block
         self.request_pages: dict[str, list[Page]] = {}  # request id -> its pages, in token order
         self.num_hashed_blocks: dict[str, int] = {}  # request id -> leading pages already hashed
+        # request id -> media item index -> pages holding that item's embedding rows
+        self.embedding_pages: dict[str, dict[int, list[Page]]] = {}
         # Statistics.
         self.peak_used_pages = 0
         self.prefix_queries = 0  # prompt tokens looked up
         self.prefix_hits = 0  # prompt tokens found
+        self.encoder_cache_queries = 0  # media items looked up
+        self.encoder_cache_hits = 0  # media items found encoded
 
     # ----- queries ---------------------------------------------------------------------------------
     @property
@@ -81,7 +96,9 @@ class PagePool:
         bs = self.block_size
         for block in range(len(hashes), num_tokens // bs):
             parent = hashes[-1] if hashes else None
-            hashes.append(hash_block(parent, request.token_ids_slice(block * bs, (block + 1) * bs)))
+            start, end = block * bs, (block + 1) * bs
+            media = b"".join(i.content_hash for i in request.mm_items if i.offset < end and i.end > start)
+            hashes.append(hash_block(parent, request.token_ids_slice(start, end), media))
 
     def find_cached_prefix(self, request: Request) -> list[Page]:
         """Longest run of cached full blocks that prefixes the request's tokens. Does not take them
@@ -157,12 +174,54 @@ class PagePool:
         """Release every page the request holds. Cached blocks stay findable until evicted; the last
         block of a sequence is evicted before its first (shared prefixes live longest)."""
         self.num_hashed_blocks.pop(request_id, None)
-        for page in reversed(self.request_pages.pop(request_id, [])):
+        self._release(reversed(self.request_pages.pop(request_id, [])))
+        for pages in self.embedding_pages.pop(request_id, {}).values():
+            self._release(pages)
+
+    def _release(self, pages) -> None:
+        for page in pages:
             page.ref_count -= 1
             if page.ref_count == 0:
                 self.free_queue[page.page_id] = page
                 if page.block_hash is None:  # worthless: reuse before any cached page
                     self.free_queue.move_to_end(page.page_id, last=False)
+
+    # ----- embedding pages (encoder cache) ---------------------------------------------------------
+    def take_embedding(
+        self, request_id: str, item_index: int, content_hash: bytes, num_pages: int, allow_fresh: bool = True
+    ) -> tuple[list[int], bool] | None:
+        """Pages for one media item of a request: (page ids, True) when its encoding is cached, (page ids,
+        False) for fresh pages to encode into, None when the pool is short or fresh pages are not allowed
+        (nothing taken)."""
+        self.encoder_cache_queries += 1
+        keys = [embedding_key(content_hash, i) for i in range(num_pages)]
+        cached = [self.cached_pages.get(key) for key in keys]
+        held = self.embedding_pages.setdefault(request_id, {})
+        if all(page is not None for page in cached):
+            self.encoder_cache_hits += 1
+            for page in cached:
+                if page.ref_count == 0:
+                    del self.free_queue[page.page_id]
+                page.ref_count += 1
+            held[item_index] = cached
+            return [p.page_id for p in cached], True
+        if not allow_fresh or num_pages > len(self.free_queue):
+            return None
+        held[item_index] = [self._take_free_page() for _ in range(num_pages)]
+        self.peak_used_pages = max(self.peak_used_pages, self.num_used_pages)
+        return [p.page_id for p in held[item_index]], False
+
+    def publish_embedding(self, request_id: str, item_index: int, content_hash: bytes) -> None:
+        """The item's encoding is committed to this step: make its pages findable by content hash."""
+        for index, page in enumerate(self.embedding_pages[request_id][item_index]):
+            page.block_hash = embedding_key(content_hash, index)
+            self.cached_pages[page.block_hash] = page
+
+    def release_embedding(self, request_id: str, item_index: int) -> None:
+        self._release(self.embedding_pages.get(request_id, {}).pop(item_index, []))
+
+    def held_embeddings(self, request_id: str) -> dict[int, list[Page]]:
+        return self.embedding_pages.get(request_id, {})
 
     def reset_prefix_cache(self) -> None:
         for page in self.cached_pages.values():

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from omniserve.core.messages import TokenLogprob
+from omniserve.multimodal import EncoderInput
 from omniserve.sampling_params import SamplingParams
 
 
@@ -21,6 +24,10 @@ class NewRequestData:
     eos_token_ids: list[int]  # masked while num_output_tokens < min_tokens
     page_ids: list[int]  # pages held, in token order
     num_computed_tokens: int  # tokens with KV already in the pool (prefix-cache hits)
+    mm_spans: list[tuple[int, int]] = field(default_factory=list)  # (offset, num_tokens) per media item
+    item_page_ids: dict[int, list[int]] = field(default_factory=dict)  # item index -> its embedding pages
+    mrope_positions: np.ndarray | None = None  # [3, num_prompt_tokens] (M-RoPE models)
+    mrope_delta: int = 0
 
 
 @dataclass
@@ -28,6 +35,18 @@ class CachedRequestData:
     request_id: str
     new_page_ids: list[int]  # pages appended since the last step
     num_computed_tokens: int  # before this step's tokens
+    new_item_page_ids: dict[int, list[int]] = field(default_factory=dict)  # embeddings acquired this step
+
+
+@dataclass
+class EncoderJob:
+    """Encode one media item into embedding pages before this step's forward."""
+
+    request_id: str
+    item_index: int
+    encoder_input: EncoderInput
+    page_ids: list[int]  # row r goes to page page_ids[r // rows_per_page], row r % rows_per_page
+    num_tokens: int  # rows
 
 
 @dataclass
@@ -37,6 +56,7 @@ class SchedulerOutput:
     num_scheduled_tokens: dict[str, int]  # request id -> tokens to compute this step (>= 1)
     total_num_scheduled_tokens: int  # sum of the above, <= max_num_batched_tokens
     dropped_request_ids: set[str] = field(default_factory=set)  # finished/aborted/preempted: drop state
+    encoder_jobs: list[EncoderJob] = field(default_factory=list)  # run before the forward
 
     @property
     def is_empty(self) -> bool:

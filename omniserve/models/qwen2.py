@@ -132,42 +132,47 @@ class Qwen2ForCausalLM(nn.Module):
         return [layer.self_attn.attn for layer in self.model.layers]
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
-        """Copy HF-named tensors into our parameters; raise if any parameter stays unloaded."""
-        params = dict(self.named_parameters())
-        loaded: set[str] = set()
-        for name, tensor in weights:
-            if "rotary_emb.inv_freq" in name:
-                continue
-            if name == "lm_head.weight" and self.config.tie_word_embeddings:
-                continue
-            parts = name.rsplit(".", 2)  # [..., "q_proj", "weight"]
-            if len(parts) == 3 and parts[1] in _STACKED:
-                fused, shard = _STACKED[parts[1]]
-                module_name = f"{parts[0]}.{fused}"
-                module = self.get_submodule(module_name)
-                module.load_shard(shard, parts[2], tensor)
-                loaded.add(f"{module_name}.{parts[2]}#{shard}")
-                continue
-            if name not in params:
-                raise ValueError(f"checkpoint tensor {name!r} matches no parameter of {type(self).__name__}")
-            param = params[name]
-            if param.shape != tensor.shape:
-                raise ValueError(
-                    f"checkpoint tensor {name!r} has shape {tuple(tensor.shape)}, "
-                    f"expected {tuple(param.shape)}"
-                )
-            with torch.no_grad():
-                param.copy_(tensor)
-            loaded.add(name)
-        missing = []
-        for name, module in self.named_modules():
+        load_decoder_weights(self, weights, self.config.tie_word_embeddings)
+
+
+def load_decoder_weights(
+    root: nn.Module, weights: Iterable[tuple[str, torch.Tensor]], tie_word_embeddings: bool
+) -> None:
+    """Copy HF-named decoder tensors (`model.*`, `lm_head.weight`, relative to `root`) into `root.model` and
+    `root.lm_head`, mapping q/k/v and gate/up onto the fused projections; raise if a decoder parameter
+    stays unloaded, or a tensor matches nothing."""
+    params = dict(root.named_parameters())
+    loaded: set[str] = set()
+    for name, tensor in weights:
+        if "rotary_emb.inv_freq" in name:
+            continue
+        if name == "lm_head.weight" and tie_word_embeddings:
+            continue
+        parts = name.rsplit(".", 2)  # [..., "q_proj", "weight"]
+        if len(parts) == 3 and parts[1] in _STACKED:
+            fused, shard = _STACKED[parts[1]]
+            module_name = f"{parts[0]}.{fused}"
+            root.get_submodule(module_name).load_shard(shard, parts[2], tensor)
+            loaded.add(f"{module_name}.{parts[2]}#{shard}")
+            continue
+        if name not in params:
+            raise ValueError(f"checkpoint tensor {name!r} matches no parameter of {type(root).__name__}")
+        param = params[name]
+        if param.shape != tensor.shape:
+            raise ValueError(
+                f"checkpoint tensor {name!r} has shape {tuple(tensor.shape)}, expected {tuple(param.shape)}"
+            )
+        with torch.no_grad():
+            param.copy_(tensor)
+        loaded.add(name)
+    missing = []
+    for prefix in ("model", "lm_head"):
+        for name, module in root.get_submodule(prefix).named_modules(prefix=prefix):
             for param_name, _ in module.named_parameters(recurse=False):
                 full = f"{name}.{param_name}"
                 if isinstance(module, StackedLinear):
                     missing += [f"{full}#{s}" for s in module.shard_offsets if f"{full}#{s}" not in loaded]
-                elif full not in loaded and not (
-                    full == "lm_head.weight" and self.config.tie_word_embeddings
-                ):
+                elif full not in loaded and not (full == "lm_head.weight" and tie_word_embeddings):
                     missing.append(full)
-        if missing:
-            raise ValueError(f"checkpoint is missing {len(missing)} tensors, e.g. {missing[:5]}")
+    if missing:
+        raise ValueError(f"checkpoint is missing {len(missing)} tensors, e.g. {missing[:5]}")

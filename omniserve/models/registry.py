@@ -8,6 +8,8 @@ from torch import nn
 
 _MODELS: dict[str, tuple[str, str]] = {
     "Qwen2ForCausalLM": ("omniserve.models.qwen2", "Qwen2ForCausalLM"),
+    "Qwen2_5OmniForConditionalGeneration": ("omniserve.models.qwen_multimodal", "QwenMultimodalForCausalLM"),
+    "Qwen2_5_VLForConditionalGeneration": ("omniserve.models.qwen_multimodal", "QwenMultimodalForCausalLM"),
 }
 
 

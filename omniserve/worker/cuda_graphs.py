@@ -39,6 +39,7 @@ class DecodeGraphs:
         max_batch: int,
         max_seq_len: int,
         block_size: int,
+        mrope: bool = False,
     ) -> None:
         self.model = model
         self.backend = backend
@@ -47,7 +48,10 @@ class DecodeGraphs:
         self.capture_sizes = default_capture_sizes(max_batch)
         max_pages = -(-max_seq_len // block_size)
         self.input_ids = torch.zeros(max_batch, dtype=torch.long, device=device)
-        self.positions = torch.zeros(max_batch, dtype=torch.long, device=device)
+        # [B], or [3, B] for M-RoPE
+        self.positions = torch.zeros(
+            (3, max_batch) if mrope else (max_batch,), dtype=torch.long, device=device
+        )
         self.slot_mapping = torch.full((max_batch,), -1, dtype=torch.long, device=device)
         self.seq_lens = torch.ones(max_batch, dtype=torch.int32, device=device)
         self.block_tables = torch.zeros((max_batch, max_pages), dtype=torch.int32, device=device)
@@ -69,7 +73,7 @@ class DecodeGraphs:
     def _forward(self, size: int) -> torch.Tensor:
         metadata = self._metadata(size)
         with forward_context(ForwardContext(metadata, self.backend, self.backend.plan(metadata, 0))):
-            return self.model(self.input_ids[:size], self.positions[:size])
+            return self.model(self.input_ids[:size], self.positions[..., :size])
 
     @torch.inference_mode()
     def capture(self) -> None:
@@ -108,10 +112,11 @@ class DecodeGraphs:
         pad = size - batch
 
         def padded(values: np.ndarray, fill: int) -> torch.Tensor:
-            return torch.from_numpy(np.concatenate([values, np.full(pad, fill, dtype=values.dtype)]))
+            filler = np.full((*values.shape[:-1], pad), fill, dtype=values.dtype)
+            return torch.from_numpy(np.ascontiguousarray(np.concatenate([values, filler], axis=-1)))
 
         self.input_ids[:size].copy_(padded(input_ids, 0), non_blocking=True)
-        self.positions[:size].copy_(padded(positions, 0), non_blocking=True)
+        self.positions[..., :size].copy_(padded(positions, 0), non_blocking=True)
         self.slot_mapping[:size].copy_(padded(slot_mapping, -1), non_blocking=True)
         self.seq_lens[:size].copy_(padded(seq_lens, 1), non_blocking=True)
         columns = block_tables.shape[1]

@@ -14,12 +14,17 @@ One step flattens every request's scheduled tokens (decodes and prefill chunks a
 
 The pool is one tensor of equal pages; a page holds K and V of `block_size` tokens for every layer:
     pool: [num_pages, num_layers, 2, block_size, Hkv, D]; layer l sees k = pool[:, l, 0], v = pool[:, l, 1]
+or, as an embedding page, `rows_per_page` rows of encoder output:
+    embedding_view: [num_pages, rows_per_page, H] = the first rows_per_page * H elements of each page
+Encoder jobs of the step run first and write their rows there; a prefill chunk covering placeholders takes
+those rows in place of the token embeddings. M-RoPE models get positions [3, T]: a prompt token's from the
+request's table, a generated token's i + delta on all three axes.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -29,6 +34,7 @@ from omniserve.attention.forward_context import AttentionMetadata, ForwardContex
 from omniserve.config import EngineConfig
 from omniserve.core.scheduler_output import ModelRunnerOutput, SchedulerOutput
 from omniserve.models.loader import load_model
+from omniserve.models.qwen_multimodal import MediaRows
 from omniserve.sampling_params import SamplingParams
 from omniserve.worker.sampler import Sampler, SamplingRow
 
@@ -47,6 +53,9 @@ class HostBatch:
     block_tables: np.ndarray  # [B, max_pages] int32
     sample_rows: np.ndarray  # [B] int64, row of T whose logits the request samples, -1 if none
     max_query_len: int
+    media_dest: np.ndarray | None = None  # [n] rows of T that take an encoder output row
+    media_page: np.ndarray | None = None  # [n] embedding page of that row
+    media_row: np.ndarray | None = None  # [n] row within the page
 
 
 @dataclass
@@ -60,7 +69,21 @@ class RequestState:
     eos_token_ids: list[int]
     page_ids: list[int]
     num_computed_tokens: int
+    mm_spans: list[tuple[int, int]] = field(default_factory=list)  # (offset, num_tokens) per media item
+    item_page_ids: dict[int, list[int]] = field(default_factory=dict)  # item -> embedding pages
+    mrope_positions: np.ndarray | None = None  # [3, num_prompt_tokens]
+    mrope_delta: int = 0
     _page_array: np.ndarray | None = None  # page_ids as int64, rebuilt only when pages are added
+
+    def mrope(self, positions: np.ndarray) -> np.ndarray:
+        """[3, n] M-RoPE positions of sequence indices `positions` (prompt: the table; outputs: + delta)."""
+        table = self.mrope_positions
+        if table is None:
+            return np.broadcast_to(positions, (3, len(positions)))
+        in_prompt = positions < table.shape[1]
+        out = np.broadcast_to(positions + self.mrope_delta, (3, len(positions))).copy()
+        out[:, in_prompt] = table[:, positions[in_prompt]]
+        return out
 
     @property
     def page_array(self) -> np.ndarray:
@@ -86,6 +109,9 @@ class ModelRunner:
         self.num_kv_heads, self.head_dim = layers[0].num_kv_heads, layers[0].head_dim
         self.pool: torch.Tensor | None = None
         self.decode_graphs = None  # DecodeGraphs once captured
+        self.uses_mrope = getattr(self.model, "uses_mrope", False)
+        self.hidden_size = self.model.model.embed_tokens.embedding_dim
+        self.embedding_view: torch.Tensor | None = None  # [num_pages, rows_per_page, H]
 
     # ----- the page pool ---------------------------------------------------------------------------
     @property
@@ -134,7 +160,9 @@ class ModelRunner:
         self.states[state.request_id] = state
         num_rows = min(self.config.scheduler.max_num_seqs, num_tokens)
         with torch.inference_mode():
-            input_ids, positions, metadata = self._device_inputs(self._build_batch({"profile": num_tokens}))
+            input_ids, positions, metadata, _ = self._device_inputs(
+                self._build_batch({"profile": num_tokens})
+            )
             with forward_context(self._forward_context(metadata)):
                 hidden = self.model(input_ids, positions)
             self.model.compute_logits(hidden[:num_rows])
@@ -152,6 +180,14 @@ class ModelRunner:
         )
         for index, layer in enumerate(self.model.attention_layers()):
             layer.bind_kv_cache(self.pool[:, index, 0], self.pool[:, index, 1])
+        rows = self.embedding_rows_per_page
+        self.embedding_view = self.pool.view(num_pages, -1)[:, : rows * self.hidden_size].view(
+            num_pages, rows, self.hidden_size
+        )
+
+    @property
+    def embedding_rows_per_page(self) -> int:
+        return self.page_bytes // (self.hidden_size * torch.empty((), dtype=self.dtype).element_size())
 
     # ----- one step --------------------------------------------------------------------------------
     def _update_states(self, scheduler_output: SchedulerOutput) -> None:
@@ -166,11 +202,40 @@ class ModelRunner:
                 new.eos_token_ids,
                 list(new.page_ids),
                 new.num_computed_tokens,
+                list(new.mm_spans),
+                dict(new.item_page_ids),
+                new.mrope_positions,
+                new.mrope_delta,
             )
         for cached in scheduler_output.cached_requests:
             state = self.states[cached.request_id]
             state.page_ids.extend(cached.new_page_ids)
             state.num_computed_tokens = cached.num_computed_tokens
+            state.item_page_ids.update(cached.new_item_page_ids)
+
+    def _run_encoder_jobs(self, jobs) -> None:
+        """Encode each job's item and write its rows into its embedding pages."""
+        rows_per_page = self.embedding_rows_per_page
+        for job in jobs:
+            rows = self.model.encode(job.encoder_input)  # [num_tokens, H]
+            if rows.shape[0] != job.num_tokens:
+                raise RuntimeError(
+                    f"encoder gave {rows.shape[0]} rows for an item of {job.num_tokens} tokens"
+                )
+            index = torch.arange(job.num_tokens, device=self.device)
+            pages = torch.tensor(job.page_ids, device=self.device)[index // rows_per_page]
+            self.embedding_view[pages, index % rows_per_page] = rows.to(self.dtype)
+
+    def _media_rows(self, state: RequestState, start: int, end: int, first_row: int, out: list) -> None:
+        """Append (batch rows, pages, rows in page) for every placeholder of [start, end) of this request."""
+        rows_per_page = self.embedding_rows_per_page
+        for index, (offset, length) in enumerate(state.mm_spans):
+            lo, hi = max(start, offset), min(end, offset + length)
+            if lo >= hi:
+                continue
+            item_rows = np.arange(lo - offset, hi - offset)
+            pages = np.asarray(state.item_page_ids[index])[item_rows // rows_per_page]
+            out.append((first_row + lo - start + np.arange(hi - lo), pages, item_rows % rows_per_page))
 
     def _build_batch(self, num_scheduled: dict[str, int]) -> HostBatch:
         """Flatten the step's tokens into host arrays (one pass over the scheduled requests)."""
@@ -184,25 +249,34 @@ class ModelRunner:
         query_start_loc = np.zeros(num_requests + 1, dtype=np.int32)
         seq_lens = np.zeros(num_requests, dtype=np.int32)
         sample_rows = np.full(num_requests, -1, dtype=np.int64)
+        media: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         for row, (state, num_tokens) in enumerate(zip(states, num_scheduled.values(), strict=True)):
             start, end = state.num_computed_tokens, state.num_computed_tokens + num_tokens
             input_ids.extend(state.token_ids[start:end])
             pos = np.arange(start, end)
-            positions.append(pos)
+            positions.append(state.mrope(pos) if self.uses_mrope else pos)
+            if state.mm_spans:
+                self._media_rows(state, start, end, int(query_start_loc[row]), media)
             slots.append(state.page_array[pos // block_size] * block_size + pos % block_size)
             query_start_loc[row + 1] = query_start_loc[row] + num_tokens
             seq_lens[row] = end
             if end == len(state.token_ids):
                 sample_rows[row] = query_start_loc[row + 1] - 1
+        media_dest = media_page = media_row = None
+        if media:
+            media_dest, media_page, media_row = (np.concatenate(parts) for parts in zip(*media, strict=True))
         return HostBatch(
             input_ids=np.asarray(input_ids, dtype=np.int64),
-            positions=np.concatenate(positions),
+            positions=np.concatenate(positions, axis=-1),
             slot_mapping=np.concatenate(slots).astype(np.int64),
             query_start_loc=query_start_loc,
             seq_lens=seq_lens,
             block_tables=self._block_tables(states, int(seq_lens.max())),
             sample_rows=sample_rows,
             max_query_len=int(np.diff(query_start_loc).max()),
+            media_dest=media_dest,
+            media_page=media_page,
+            media_row=media_row,
         )
 
     def _block_tables(self, states: list[RequestState], max_seq_len: int) -> np.ndarray:
@@ -226,9 +300,14 @@ class ModelRunner:
             (s.page_ids[s.num_computed_tokens // block_size] for s in states), dtype=np.int64, count=num
         )
         seq_lens = (positions + 1).astype(np.int32)
+        rope_positions = positions
+        if self.uses_mrope:
+            rope_positions = np.stack(
+                [s.mrope(positions[i : i + 1])[:, 0] for i, s in enumerate(states)], axis=1
+            )
         return HostBatch(
             input_ids=input_ids,
-            positions=positions,
+            positions=rope_positions,
             slot_mapping=pages * block_size + positions % block_size,
             query_start_loc=np.arange(num + 1, dtype=np.int32),
             seq_lens=seq_lens,
@@ -237,7 +316,9 @@ class ModelRunner:
             max_query_len=1,
         )
 
-    def _device_inputs(self, batch: HostBatch) -> tuple[torch.Tensor, torch.Tensor, AttentionMetadata]:
+    def _device_inputs(
+        self, batch: HostBatch
+    ) -> tuple[torch.Tensor, torch.Tensor, AttentionMetadata, MediaRows | None]:
         def to_device(array: np.ndarray) -> torch.Tensor:
             return torch.from_numpy(array).to(self.device, non_blocking=True)
 
@@ -250,7 +331,12 @@ class ModelRunner:
             max_seq_len=int(batch.seq_lens.max()),
             num_tokens=int(batch.query_start_loc[-1]),
         )
-        return to_device(batch.input_ids), to_device(batch.positions), metadata
+        media = None
+        if batch.media_dest is not None:
+            pages, rows = to_device(batch.media_page), to_device(batch.media_row)
+            media = MediaRows(to_device(batch.media_dest), self.embedding_view[pages, rows])
+        positions = to_device(np.ascontiguousarray(batch.positions))
+        return to_device(batch.input_ids), positions, metadata, media
 
     def _forward_context(self, metadata: AttentionMetadata) -> ForwardContext:
         return ForwardContext(metadata, self.backend, self.backend.plan(metadata, self.block_size))
@@ -264,8 +350,10 @@ class ModelRunner:
             return self.decode_graphs.run(
                 size, batch.input_ids, batch.positions, batch.slot_mapping, batch.seq_lens, batch.block_tables
             )
-        input_ids, positions, metadata = self._device_inputs(batch)
+        input_ids, positions, metadata, media = self._device_inputs(batch)
         with forward_context(self._forward_context(metadata)):
+            if media is not None:
+                return self.model(input_ids, positions, media)
             return self.model(input_ids, positions)
 
     def capture_decode_graphs(self, max_model_len: int) -> None:
@@ -276,13 +364,15 @@ class ModelRunner:
 
         max_batch = min(self.config.scheduler.max_num_seqs, 512)
         self.decode_graphs = DecodeGraphs(
-            self.model, self.backend, self.device, max_batch, max_model_len, self.block_size
+            self.model, self.backend, self.device, max_batch, max_model_len, self.block_size, self.uses_mrope
         )
         self.decode_graphs.capture()
 
     @torch.inference_mode()
     def execute(self, scheduler_output: SchedulerOutput) -> ModelRunnerOutput:
         self._update_states(scheduler_output)
+        if scheduler_output.encoder_jobs:
+            self._run_encoder_jobs(scheduler_output.encoder_jobs)
         if scheduler_output.is_empty:
             return ModelRunnerOutput([], [], [])
         num_scheduled = scheduler_output.num_scheduled_tokens

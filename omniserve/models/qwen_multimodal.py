@@ -1,0 +1,131 @@
+"""Qwen2.5-Omni thinker and Qwen2.5-VL for the paged engine: a Qwen2 decoder with M-RoPE whose prompt
+embeddings take rows from media encoders.
+
+In: flattened `input_ids` [T], `positions` [3, T] (M-RoPE), and optionally `MediaRows`: rows of the step's
+batch whose embedding is an encoder output row instead of a token embedding (a prefill chunk may cover any
+part of an item). Out: hidden [T, H]. `encode(EncoderInput)` runs an item's tower(s): [num_tokens, H].
+
+Checkpoint names (transformers 5.x, as saved):
+    Qwen2.5-Omni: thinker.model.*, thinker.lm_head.weight, thinker.visual.*, thinker.audio_tower.*
+                  (talker.* and token2wav.* belong to speech output and are skipped here)
+    Qwen2.5-VL:   model.*, lm_head.weight, visual.*
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from omniserve.encoders.audio_tower import AudioTower
+from omniserve.encoders.vision_tower import VisionTower
+from omniserve.models.qwen2 import Qwen2Model, load_decoder_weights
+from omniserve.multimodal import EncoderInput
+
+
+@dataclass
+class MediaRows:
+    """Which rows of the step's embeddings come from encoder outputs."""
+
+    dest: torch.Tensor  # [n] int64, rows of the flattened batch
+    embeddings: torch.Tensor  # [n, H] the encoder output rows for them
+
+
+@dataclass(frozen=True)
+class _Family:
+    text_prefix: str  # checkpoint prefix of the decoder (mapped to "model.")
+    head_name: str  # checkpoint name of the LM head weight
+    vision_prefix: str
+    audio_prefix: str | None
+    skip_prefixes: tuple[str, ...]
+
+
+_FAMILIES = {
+    "qwen2_5_omni": _Family(
+        "thinker.model.",
+        "thinker.lm_head.weight",
+        "thinker.visual.",
+        "thinker.audio_tower.",
+        ("talker.", "token2wav."),
+    ),
+    "qwen2_5_vl": _Family("model.", "lm_head.weight", "visual.", None, ()),
+}
+
+
+def text_config_of(config):
+    """The decoder's config inside a multimodal config (or the config itself for text models)."""
+    if getattr(config, "model_type", None) == "qwen2_5_omni":
+        return config.thinker_config.text_config
+    return getattr(config, "text_config", None) or config
+
+
+class QwenMultimodalForCausalLM(nn.Module):
+    uses_mrope = True
+
+    def __init__(self, config) -> None:
+        super().__init__()
+        if config.model_type not in _FAMILIES:
+            raise ValueError(f"unsupported multimodal model_type {config.model_type!r}")
+        self.family = _FAMILIES[config.model_type]
+        self.config = config
+        self.text_config = text_config_of(config)
+        self.model = Qwen2Model(self.text_config)
+        self.lm_head = nn.Linear(self.text_config.hidden_size, self.text_config.vocab_size, bias=False)
+        self.tie_word_embeddings = bool(getattr(self.text_config, "tie_word_embeddings", False))
+        if self.tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
+        self.visual = VisionTower.from_hf_config(config)
+        self.audio_tower = AudioTower.from_hf_config(config) if self.family.audio_prefix else None
+
+    def forward(
+        self, input_ids: torch.Tensor, positions: torch.Tensor, media: MediaRows | None = None
+    ) -> torch.Tensor:
+        embeddings = self.model.embed_tokens(input_ids)  # [T, H]
+        if media is not None:
+            embeddings[media.dest] = media.embeddings.to(embeddings.dtype)
+        return self.model(input_ids, positions, inputs_embeds=embeddings)
+
+    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.lm_head(hidden).float()
+
+    def attention_layers(self):
+        return [layer.self_attn.attn for layer in self.model.layers]
+
+    @torch.inference_mode()
+    def encode(self, item: EncoderInput) -> torch.Tensor:
+        """One item's embedding rows [num_tokens, H], in placeholder order."""
+        device, dtype = self.lm_head.weight.device, self.lm_head.weight.dtype
+        video = audio = None
+        if item.pixel_values is not None:
+            grid = torch.tensor([item.grid_thw], device=device)
+            video = self.visual(item.pixel_values.to(device, dtype), grid_thw=grid)
+        if item.features is not None:
+            if self.audio_tower is None:
+                raise ValueError("this model has no audio encoder")
+            features = item.features.to(device, dtype)
+            audio = self.audio_tower(features, frames_per_item=[features.shape[1]])
+        if not item.interleave:
+            return video if video is not None else audio
+        sources = {"video": video, "audio": audio}
+        return torch.cat([sources[name][start : start + count] for name, start, count in item.interleave])
+
+    def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
+        family = self.family
+        decoder, vision, audio = [], [], []
+        for name, tensor in weights:
+            if name.startswith(family.text_prefix):
+                decoder.append(("model." + name[len(family.text_prefix) :], tensor))
+            elif name == family.head_name:
+                decoder.append(("lm_head.weight", tensor))
+            elif name.startswith(family.vision_prefix):
+                vision.append((name, tensor))
+            elif family.audio_prefix and name.startswith(family.audio_prefix):
+                audio.append((name, tensor))
+            elif not name.startswith(family.skip_prefixes):
+                raise ValueError(f"checkpoint tensor {name!r} matches no part of {type(self).__name__}")
+        load_decoder_weights(self, decoder, self.tie_word_embeddings)
+        self.visual.load_weights(vision, family.vision_prefix)
+        if self.audio_tower is not None:
+            self.audio_tower.load_weights(audio, family.audio_prefix)
