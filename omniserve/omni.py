@@ -19,6 +19,7 @@ from omniserve.config import EngineConfig
 from omniserve.core.engine_core import EngineCore
 from omniserve.core.messages import EngineStats
 from omniserve.frontend.input_processor import InputProcessor, PromptType
+from omniserve.frontend.multimodal_processor import build_multimodal_processor
 from omniserve.frontend.output_processor import OutputProcessor
 from omniserve.outputs import RequestOutput, StreamDelta
 from omniserve.sampling_params import SamplingParams
@@ -43,7 +44,8 @@ class Omni:
         self.config = EngineConfig.from_kwargs(model=model, **engine_options)
         self.engine = EngineCore(self.config)
         self.tokenizer = load_tokenizer(self.engine.info.model_path)
-        self.input_processor = InputProcessor(self.tokenizer, self.engine.info)
+        mm = build_multimodal_processor(self.engine.info.model_path, self.tokenizer)
+        self.input_processor = InputProcessor(self.tokenizer, self.engine.info, mm)
         self.output_processor = OutputProcessor(self.tokenizer)
         self._ids = itertools.count()
 

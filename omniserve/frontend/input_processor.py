@@ -2,17 +2,26 @@
 
 Accepted prompts: a string; {"prompt": str}; {"prompt_token_ids": [int, ...]}; {"messages": [...]} in the
 OpenAI chat format (rendered with the checkpoint's chat template, generation prompt appended).
+For a multimodal checkpoint (a `MultimodalProcessor` passed in), every prompt goes through that processor:
+media in `multi_modal_data` or content parts, placeholders expanded, M-RoPE positions computed. The checks
+of `process` (vocabulary, context length, pool size) then apply to the expanded prompt.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from omniserve.core.engine_core import ModelInfo
 from omniserve.core.messages import EngineCoreRequest
+from omniserve.multimodal import MediaItem
 from omniserve.sampling_params import SamplingParams
+
+if TYPE_CHECKING:
+    from omniserve.frontend.multimodal_processor import MultimodalProcessor
 
 PromptType = str | dict[str, Any]
 _MEDIA_PARTS = {"image_url", "input_audio", "video_url", "image", "audio", "video", "file"}
@@ -21,13 +30,17 @@ _MEDIA_PARTS = {"image_url", "input_audio", "video_url", "image", "audio", "vide
 @dataclass
 class ProcessedPrompt:
     prompt: str | None  # rendered text, if the prompt had text
-    prompt_token_ids: list[int]
+    prompt_token_ids: list[int]  # placeholders already expanded to one token per embedding row
+    mm_items: list[MediaItem] = field(default_factory=list)  # in prompt order
+    mrope_positions: np.ndarray | None = None  # [3, num_prompt_tokens] for M-RoPE models
+    mrope_delta: int = 0  # a generated token at index i has position i + mrope_delta
 
 
 class InputProcessor:
-    def __init__(self, tokenizer, info: ModelInfo) -> None:
+    def __init__(self, tokenizer, info: ModelInfo, multimodal: MultimodalProcessor | None = None) -> None:
         self.tokenizer = tokenizer
         self.info = info
+        self.multimodal = multimodal  # None: a text-only model, media is refused
 
     def render_messages(self, messages: list[dict[str, Any]]) -> str:
         if not isinstance(messages, list) or not messages:
@@ -56,6 +69,8 @@ class InputProcessor:
             prompt = {"prompt": prompt}
         if not isinstance(prompt, dict):
             raise ValueError(f"a prompt is a string or a dict, got {type(prompt).__name__}")
+        if self.multimodal is not None:
+            return self.multimodal.process(prompt)
         if prompt.get("multi_modal_data"):
             raise ValueError("this model accepts text only: multi_modal_data is not supported")
         if "prompt_token_ids" in prompt:
@@ -111,5 +126,8 @@ class InputProcessor:
             eos_token_ids=list(info.eos_token_ids),
             max_tokens=max_tokens,
             arrival_time=time.monotonic(),
+            mm_items=processed.mm_items,
+            mrope_positions=processed.mrope_positions,
+            mrope_delta=processed.mrope_delta,
         )
         return request, processed

@@ -40,6 +40,9 @@ class MRopeConfig:
     position_id_per_seconds: float = 25.0  # Qwen2.5-Omni; Qwen2.5-VL calls it vision tokens_per_second
     seconds_per_chunk: float = 2.0  # audio-in-video interleaving
     image_time_scale: float = 1.0  # Omni multiplies image frame indices by position_id_per_seconds too
+    # Where text resumes after an image / video: "max" = previous max + 1 (Qwen2-VL, Qwen2.5-Omni);
+    # "spatial" = item base + max(h', w') (transformers >= 5 for Qwen2.5-VL, whatever the time axis reached).
+    continue_after_vision: str = "max"
 
 
 def _vision_positions(grid_thw: tuple[int, int, int], t_index: np.ndarray, merge: int) -> np.ndarray:
@@ -123,6 +126,8 @@ def mrope_positions(num_tokens: int, items: list[MRopeItem], config: MRopeConfig
         cursor += item.length
         if item.length:
             next_pos = int((block if last_part is None else last_part).max()) + 1
+            if config.continue_after_vision == "spatial" and item.kind in ("image", "video"):
+                next_pos = base + max(item.grid_thw[1], item.grid_thw[2]) // merge
         if item.kind == "video_with_audio":
             positions[:, cursor : cursor + 2] = next_pos  # audio_eos and vision_eos share a position
             cursor += 2

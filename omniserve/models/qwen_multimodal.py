@@ -73,7 +73,10 @@ class QwenMultimodalForCausalLM(nn.Module):
         self.text_config = text_config_of(config)
         self.model = Qwen2Model(self.text_config)
         self.lm_head = nn.Linear(self.text_config.hidden_size, self.text_config.vocab_size, bias=False)
-        self.tie_word_embeddings = bool(getattr(self.text_config, "tie_word_embeddings", False))
+        # The flag that governs the LM head sits on the thinker (Omni) or the top-level (VL) config; the
+        # nested text config carries a default that transformers ignores for these models.
+        owner = config.thinker_config if config.model_type == "qwen2_5_omni" else config
+        self.tie_word_embeddings = bool(getattr(owner, "tie_word_embeddings", False))
         if self.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
         self.visual = VisionTower.from_hf_config(config)
@@ -93,23 +96,9 @@ class QwenMultimodalForCausalLM(nn.Module):
     def attention_layers(self):
         return [layer.self_attn.attn for layer in self.model.layers]
 
-    @torch.inference_mode()
     def encode(self, item: EncoderInput) -> torch.Tensor:
         """One item's embedding rows [num_tokens, H], in placeholder order."""
-        device, dtype = self.lm_head.weight.device, self.lm_head.weight.dtype
-        video = audio = None
-        if item.pixel_values is not None:
-            grid = torch.tensor([item.grid_thw], device=device)
-            video = self.visual(item.pixel_values.to(device, dtype), grid_thw=grid)
-        if item.features is not None:
-            if self.audio_tower is None:
-                raise ValueError("this model has no audio encoder")
-            features = item.features.to(device, dtype)
-            audio = self.audio_tower(features, frames_per_item=[features.shape[1]])
-        if not item.interleave:
-            return video if video is not None else audio
-        sources = {"video": video, "audio": audio}
-        return torch.cat([sources[name][start : start + count] for name, start, count in item.interleave])
+        return encode_item(self.visual, self.audio_tower, item)
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
         family = self.family
@@ -129,3 +118,62 @@ class QwenMultimodalForCausalLM(nn.Module):
         self.visual.load_weights(vision, family.vision_prefix)
         if self.audio_tower is not None:
             self.audio_tower.load_weights(audio, family.audio_prefix)
+
+
+@torch.inference_mode()
+def encode_item(
+    visual: VisionTower | None, audio_tower: AudioTower | None, item: EncoderInput
+) -> torch.Tensor:
+    """Run an item's tower(s): [num_tokens, H] in placeholder order (audio in video: the two towers' rows
+    interleaved as `item.interleave` says). Inputs go to the towers' device and dtype."""
+    tower = visual if visual is not None else audio_tower
+    assert tower is not None, "no encoder tower"
+    weight = next(tower.parameters())
+    device, dtype = weight.device, weight.dtype
+    video = audio = None
+    if item.pixel_values is not None:
+        if visual is None:
+            raise ValueError("this encoder has no vision tower")
+        grid = torch.tensor([item.grid_thw], device=device)
+        video = visual(item.pixel_values.to(device, dtype), grid_thw=grid)
+    if item.features is not None:
+        if audio_tower is None:
+            raise ValueError("this model has no audio encoder")
+        features = item.features.to(device, dtype)
+        audio = audio_tower(features, frames_per_item=[features.shape[1]])
+    if not item.interleave:
+        return video if video is not None else audio
+    sources = {"video": video, "audio": audio}
+    return torch.cat([sources[name][start : start + count] for name, start, count in item.interleave])
+
+
+class MediaTowers(nn.Module):
+    """Only the encoder towers of a checkpoint (what an encoder worker builds): `encode` as the full model's.
+
+    `vision` / `audio` choose the towers; the audio tower is skipped for models without one."""
+
+    def __init__(self, config, vision: bool, audio: bool) -> None:
+        super().__init__()
+        if config.model_type not in _FAMILIES:
+            raise ValueError(f"unsupported multimodal model_type {config.model_type!r}")
+        self.family = _FAMILIES[config.model_type]
+        self.visual = VisionTower.from_hf_config(config) if vision else None
+        self.audio_tower = AudioTower.from_hf_config(config) if audio and self.family.audio_prefix else None
+
+    @property
+    def weight_prefixes(self) -> tuple[str, ...]:
+        """Checkpoint name prefixes of the towers built (to read only those tensors)."""
+        prefixes = (self.family.vision_prefix,) if self.visual is not None else ()
+        if self.audio_tower is not None:
+            prefixes += (self.family.audio_prefix,)
+        return prefixes
+
+    def encode(self, item: EncoderInput) -> torch.Tensor:
+        return encode_item(self.visual, self.audio_tower, item)
+
+    def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
+        weights = list(weights)
+        if self.visual is not None:
+            self.visual.load_weights(weights, self.family.vision_prefix)
+        if self.audio_tower is not None:
+            self.audio_tower.load_weights(weights, self.family.audio_prefix)
