@@ -19,7 +19,7 @@ from omniserve.api.errors import APIError, bad_request, not_found
 from omniserve.api.file_store import FileStore
 from omniserve.api.server_config import ServerConfig
 
-from omniserve.async_omni import AsyncOmni, EngineDeadError, RequestStream
+from omniserve.async_omni import AsyncOmni, EngineDeadError, RequestFailedError, RequestStream
 from omniserve.frontend.input_processor import PromptType
 from omniserve.outputs import StreamDelta
 from omniserve.sampling_params import SamplingParams
@@ -95,6 +95,8 @@ async def collect(request: Request, stream: RequestStream) -> list[StreamDelta] 
         return drain_task.result()
     except EngineDeadError as error:
         raise APIError(503, str(error), code="engine_dead") from error
+    except RequestFailedError as error:
+        raise APIError(500, str(error), code="request_failed") from error
 
 
 def sse(payload: dict[str, Any] | str) -> bytes:

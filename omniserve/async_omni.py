@@ -37,6 +37,7 @@ from omniserve.core.engine_process_messages import (
 )
 from omniserve.core.messages import EngineCoreRequest, EngineStats
 from omniserve.frontend.input_processor import InputProcessor, ProcessedPrompt, PromptType
+from omniserve.frontend.multimodal_processor import build_multimodal_processor
 from omniserve.frontend.output_processor import OutputProcessor
 from omniserve.metrics import ServingMetrics
 from omniserve.omni import load_tokenizer
@@ -52,6 +53,10 @@ class EngineDeadError(RuntimeError):
 
 class RequestRejectedError(ValueError):
     """The engine refused a request at admission (its message says why)."""
+
+
+class RequestFailedError(RuntimeError):
+    """The engine could not serve this request (e.g. its media failed to encode); others are unaffected."""
 
 
 class RequestStream:
@@ -125,7 +130,8 @@ class AsyncOmni:
         self.engine = EngineProcessClient(self.config, startup_timeout_s)
         self.info = self.engine.info
         self.tokenizer = load_tokenizer(self.info.model_path)
-        self.input_processor = InputProcessor(self.tokenizer, self.info)
+        mm = build_multimodal_processor(self.info.model_path, self.tokenizer)
+        self.input_processor = InputProcessor(self.tokenizer, self.info, mm)
         self.output_processor = OutputProcessor(self.tokenizer)
         self.metrics = ServingMetrics()
         self.dead_reason: str | None = None
@@ -289,7 +295,7 @@ class AsyncOmni:
             self.metrics.on_delta(delta, now)
             queue = self._queues.get(delta.request_id)
             if queue is not None:
-                queue.put_nowait(delta)
+                queue.put_nowait(RequestFailedError(delta.error) if delta.error else delta)
         for request_id, reason in event.rejected:
             self.output_processor.abort(request_id)
             self.metrics.on_abort(request_id)

@@ -11,9 +11,9 @@ import dataclasses
 import typing
 from typing import Any
 
-from omniserve.config import CacheConfig, DeviceConfig, ModelConfig, SchedulerConfig
+from omniserve.config import CacheConfig, DeviceConfig, EncoderConfig, ModelConfig, SchedulerConfig
 
-_GROUPS = (ModelConfig, CacheConfig, SchedulerConfig, DeviceConfig)
+_GROUPS = (ModelConfig, CacheConfig, SchedulerConfig, DeviceConfig, EncoderConfig)
 
 
 def _field_type(owner: type, field: dataclasses.Field) -> type:

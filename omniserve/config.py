@@ -14,6 +14,7 @@ from typing import Any
 ATTENTION_BACKENDS = ("auto", "torch", "triton")
 LOAD_FORMATS = ("auto", "dummy")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
+ENCODER_MODES = ("inprocess", "workers")
 
 
 @dataclass(frozen=True)
@@ -51,11 +52,27 @@ class DeviceConfig:
 
 
 @dataclass(frozen=True)
+class EncoderConfig:
+    """Where media encoder towers run. "inprocess": in the engine process, before the step's forward (today's
+    path; simplest to debug). "workers": one process per modality (vision = images, video = videos and audio
+    in video, audio), fed jobs by the engine; each writes its rows straight into embedding pages of the
+    shared pool and reports, while the engine keeps stepping other requests."""
+
+    encoder_mode: str = "inprocess"  # "inprocess" | "workers"
+    num_vision_workers: int = 1  # processes encoding images (workers mode)
+    num_video_workers: int = 1  # processes encoding videos, audio in video included (workers mode)
+    num_audio_workers: int = 1  # processes encoding audio (workers mode; none for models without audio)
+    encoder_device: str = "auto"  # device of the worker towers; auto = the engine's device
+    max_encoder_jobs_in_flight: int = 16  # items submitted to workers and not reported yet (pages held)
+
+
+@dataclass(frozen=True)
 class EngineConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     device: DeviceConfig = field(default_factory=DeviceConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
 
     def __post_init__(self) -> None:
         validate(self)
@@ -64,7 +81,7 @@ class EngineConfig:
     def from_kwargs(cls, **kwargs: Any) -> EngineConfig:
         """Build from flat keyword arguments (the `Omni(...)` and CLI surface): each name is a field of
         exactly one sub-config."""
-        groups: dict[str, dict[str, Any]] = {"model": {}, "cache": {}, "scheduler": {}, "device": {}}
+        groups: dict[str, dict[str, Any]] = {group: {} for group in _SUBCONFIGS}
         owners = {f.name: group for group, sub in _SUBCONFIGS.items() for f in dataclasses.fields(sub)}
         for name, value in kwargs.items():
             if name not in owners:
@@ -88,12 +105,13 @@ _SUBCONFIGS: dict[str, type] = {
     "cache": CacheConfig,
     "scheduler": SchedulerConfig,
     "device": DeviceConfig,
+    "encoder": EncoderConfig,
 }
 
 
 def validate(config: EngineConfig) -> None:
     """All config checks live here; each error names the option."""
-    m, c, s, d = config.model, config.cache, config.scheduler, config.device
+    m, c, s, d, e = config.model, config.cache, config.scheduler, config.device, config.encoder
     if m.dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}, got {m.dtype!r}")
     if m.load_format not in LOAD_FORMATS:
@@ -120,5 +138,19 @@ def validate(config: EngineConfig) -> None:
         raise ValueError(
             f"attention_backend must be one of {ATTENTION_BACKENDS}, got {d.attention_backend!r}"
         )
-    if not (d.device in ("auto", "cpu", "cuda") or d.device.startswith("cuda:")):
+    if not _is_device_name(d.device):
         raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {d.device!r}")
+    if e.encoder_mode not in ENCODER_MODES:
+        raise ValueError(f"encoder_mode must be one of {ENCODER_MODES}, got {e.encoder_mode!r}")
+    counts = ("num_vision_workers", "num_video_workers", "num_audio_workers", "max_encoder_jobs_in_flight")
+    for name in counts:
+        if getattr(e, name) < 1:
+            raise ValueError(f"{name} must be positive, got {getattr(e, name)}")
+    if not _is_device_name(e.encoder_device):
+        raise ValueError(
+            f"encoder_device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {e.encoder_device!r}"
+        )
+
+
+def _is_device_name(name: str) -> bool:
+    return name in ("auto", "cpu", "cuda") or (name.startswith("cuda:") and name[5:].isdigit())

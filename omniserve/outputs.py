@@ -14,10 +14,11 @@ class RequestOutput:
     prompt_token_ids: list[int]
     token_ids: list[int]  # generated ids (a stop string's tokens included; its text is not)
     text: str  # generated text, cut before a matched stop string
-    finish_reason: str | None  # "stop" | "length" | "abort"
+    finish_reason: str | None  # "stop" | "length" | "abort" | "error"
     stop_reason: str | int | None = None  # the stop string or stop token id that matched, if any
     logprobs: list[TokenLogprob] | None = None  # one per generated token when requested
     num_cached_tokens: int = 0  # prompt tokens served by the prefix cache
+    error: str | None = None  # with finish_reason "error": why the engine could not serve it
 
     @property
     def finished(self) -> bool:
@@ -36,3 +37,4 @@ class StreamDelta:
     num_prompt_tokens: int = 0
     num_cached_tokens: int = 0
     output: RequestOutput | None = field(default=None, repr=False)  # the whole result, on the last delta
+    error: str | None = None  # with finish_reason "error": why the engine could not serve it

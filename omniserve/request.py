@@ -27,7 +27,8 @@ class RequestStatus(enum.IntEnum):
     RUNNING = 1  # holds pages, scheduled every step it fits
     FINISHED_STOPPED = 2  # EOS, a stop token id, or a stop string (frontend)
     FINISHED_LENGTH = 3  # max_tokens or the model's context
-    FINISHED_ABORTED = 4  # user abort, disconnect, or error
+    FINISHED_ABORTED = 4  # user abort or disconnect
+    FINISHED_ERROR = 5  # the engine could not serve it (e.g. its media failed to encode)
 
     @property
     def finished(self) -> bool:
@@ -39,6 +40,7 @@ class RequestStatus(enum.IntEnum):
             RequestStatus.FINISHED_STOPPED: "stop",
             RequestStatus.FINISHED_LENGTH: "length",
             RequestStatus.FINISHED_ABORTED: "abort",
+            RequestStatus.FINISHED_ERROR: "error",
         }.get(self)
 
 

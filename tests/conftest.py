@@ -10,6 +10,11 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))  # tests/factories.py
 
+# Without CUDA the Triton kernels run in the interpreter. Triton reads TRITON_INTERPRET when a kernel module
+# is imported, and any test folder may import one first, so it is set here, before anything is collected.
+if os.environ.get("TRITON_INTERPRET") is None and not __import__("torch").cuda.is_available():
+    os.environ["TRITON_INTERPRET"] = "1"
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:

@@ -19,9 +19,12 @@ from omniserve.core.scheduler import Scheduler
 from omniserve.models.loader import load_hf_config, resolve_dtype, resolve_model_path
 from omniserve.models.qwen_multimodal import text_config_of
 from omniserve.request import Request
+from omniserve.worker.encoder_messages import WorkerSpec
+from omniserve.worker.encoder_pool import EncoderPool, worker_specs
 from omniserve.worker.model_runner import ModelRunner
 
 logger = logging.getLogger("omniserve")
+ENCODER_WAIT_S = 0.05  # longest sleep of a step that waits on encoder workers
 
 
 @dataclass(frozen=True)
@@ -90,10 +93,27 @@ class EngineCore:
         self.config = config
         self.runner = ModelRunner(config, model_path, hf_config, device, dtype)
         num_pages = self.runner.determine_num_pages()
-        self.runner.allocate_pool(num_pages)
+        worker_kinds = self._encoder_worker_kinds()
+        self.runner.allocate_pool(num_pages, shared=bool(worker_kinds))  # shared before workers start
         self.runner.capture_decode_graphs(max_model_len)
+        self.encoders: EncoderPool | None = None
+        if worker_kinds:
+            encoder_device = config.encoder.encoder_device
+            base = WorkerSpec(
+                kind="", index=0, model_path=str(model_path),
+                device=str(device) if encoder_device == "auto" else encoder_device,
+                dtype=str(dtype).removeprefix("torch."), load_format=config.model.load_format,
+                seed=config.model.seed, rows_per_page=self.runner.embedding_rows_per_page,
+                hidden_size=self.runner.hidden_size, num_threads=1,
+            )  # fmt: skip
+            self.encoders = EncoderPool(worker_specs(worker_kinds, base), self.runner.pool)
         self.scheduler = Scheduler(
-            config.scheduler, config.cache, num_pages, self.runner.embedding_rows_per_page
+            config.scheduler,
+            config.cache,
+            num_pages,
+            self.runner.embedding_rows_per_page,
+            encoder_sink=self.encoders,
+            max_encoder_jobs_in_flight=config.encoder.max_encoder_jobs_in_flight,
         )
         self.info = ModelInfo(
             model_path=model_path,
@@ -113,6 +133,19 @@ class EngineCore:
             num_pages * self.runner.page_bytes / 2**20,
             self.runner.backend.name,
         )
+
+    def _encoder_worker_kinds(self) -> dict[str, int]:
+        """Worker kind -> count, for the towers this model has (none in-process or for text models)."""
+        encoder = self.config.encoder
+        if encoder.encoder_mode != "workers":
+            return {}
+        model = self.runner.model
+        kinds = {}
+        if getattr(model, "visual", None) is not None:
+            kinds.update(vision=encoder.num_vision_workers, video=encoder.num_video_workers)
+        if getattr(model, "audio_tower", None) is not None:
+            kinds["audio"] = encoder.num_audio_workers
+        return kinds
 
     def add_request(self, request: EngineCoreRequest) -> None:
         self.scheduler.add_request(
@@ -135,10 +168,23 @@ class EngineCore:
     def has_unfinished_requests(self) -> bool:
         return self.scheduler.has_unfinished_requests()
 
-    def step(self) -> list[EngineCoreOutput]:
+    def step(self, wake_on: tuple = ()) -> list[EngineCoreOutput]:
+        """One engine step. With encoder workers: their reports are applied first (a failed item finishes
+        its request with an error), and a step that could schedule nothing while jobs are in flight then
+        sleeps until a worker reports (at most `ENCODER_WAIT_S`, or until a `wake_on` connection, e.g. the
+        engine process's input pipe, is readable) instead of spinning."""
+        outputs = self.scheduler.on_encoder_results(self.encoders.poll()) if self.encoders else []
         scheduler_output = self.scheduler.schedule()
         runner_output = self.runner.execute(scheduler_output)
-        return self.scheduler.update_from_output(scheduler_output, runner_output)
+        outputs += self.scheduler.update_from_output(scheduler_output, runner_output)
+        if self.encoders and scheduler_output.is_empty and self.scheduler.media.num_in_flight:
+            self.encoders.wait(ENCODER_WAIT_S, wake_on)
+        return outputs
+
+    def shutdown(self) -> None:
+        """Stop the encoder workers (also done at exit and when the engine is garbage collected)."""
+        if self.encoders is not None:
+            self.encoders.shutdown()
 
     def stats(self) -> EngineStats:
         pool = self.scheduler.pool

@@ -100,7 +100,8 @@ def _serve(engine: EngineCore, inputs, events) -> None:
         while inputs.poll():
             if not _handle_input(engine, inputs.recv(), events, rejected):
                 return
-        outputs = engine.step() if engine.has_unfinished_requests() else []
+        # A step that only waits on encoder workers sleeps until one reports or an input arrives.
+        outputs = engine.step(wake_on=(inputs,)) if engine.has_unfinished_requests() else []
         if outputs or rejected:
             events.send(StepOutputs(outputs, rejected))  # one message per step, whatever the batch size
 
@@ -110,6 +111,9 @@ def run_engine_process(config: EngineConfig, inputs, events) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _exit_with_parent()
     logging.basicConfig(level=envs.log_level(), format="%(levelname)s %(name)s [engine]: %(message)s")
+    # This process is daemonic (it must not outlive the API process), but it starts the encoder workers;
+    # they end with it (daemonic themselves, and they watch this process).
+    multiprocessing.current_process().daemon = False
     try:
         _limit_cpu_threads(config)
         engine = EngineCore(config)
@@ -127,6 +131,8 @@ def run_engine_process(config: EngineConfig, inputs, events) -> None:
             events.send(EngineFailed(f"{type(error).__name__}: {error}", traceback.format_exc()))
         except OSError:
             pass
+    finally:
+        engine.shutdown()
 
 
 # ----- API process side ---------------------------------------------------------------------------------

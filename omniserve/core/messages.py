@@ -40,9 +40,10 @@ class EngineCoreOutput:
     request_id: str
     new_token_ids: list[int]  # sampled this step (one today; several with speculative decoding)
     new_logprobs: list[TokenLogprob] | None = None  # one per new token when requested
-    finish_reason: str | None = None  # "stop" | "length" | "abort" once finished
+    finish_reason: str | None = None  # "stop" | "length" | "abort" | "error" once finished
     stop_token_id: int | None = None  # the EOS / stop id that finished it
     num_cached_tokens: int = 0  # prompt tokens served from the prefix cache
+    error: str | None = None  # with finish_reason "error": why this request failed (the engine serves on)
 
 
 @dataclass

@@ -212,13 +212,28 @@ class PagePool:
         return [p.page_id for p in held[item_index]], False
 
     def publish_embedding(self, request_id: str, item_index: int, content_hash: bytes) -> None:
-        """The item's encoding is committed to this step: make its pages findable by content hash."""
-        for index, page in enumerate(self.embedding_pages[request_id][item_index]):
-            page.block_hash = embedding_key(content_hash, index)
-            self.cached_pages[page.block_hash] = page
+        """The item's encoding is committed to this step (in-process encoder) or reported done (encoder
+        workers): make its pages findable by content hash."""
+        self.publish_pages(self.embedding_pages[request_id][item_index], content_hash)
+
+    def publish_pages(self, pages: list[Page], content_hash: bytes) -> None:
+        """Make embedding pages findable by content hash (a key already published keeps its pages)."""
+        for index, page in enumerate(pages):
+            key = embedding_key(content_hash, index)
+            if page.block_hash is None and key not in self.cached_pages:
+                page.block_hash = key
+                self.cached_pages[key] = page
 
     def release_embedding(self, request_id: str, item_index: int) -> None:
         self._release(self.embedding_pages.get(request_id, {}).pop(item_index, []))
+
+    def detach_embedding(self, request_id: str, item_index: int) -> list[Page]:
+        """Take an item's pages away from the request without releasing them (an encoder worker still
+        writes into them); hand them to `release_pages` once it has reported."""
+        return self.embedding_pages.get(request_id, {}).pop(item_index, [])
+
+    def release_pages(self, pages: list[Page]) -> None:
+        self._release(pages)
 
     def held_embeddings(self, request_id: str) -> dict[int, list[Page]]:
         return self.embedding_pages.get(request_id, {})

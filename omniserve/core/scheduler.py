@@ -9,42 +9,34 @@ When the pool runs out of pages, the most recently admitted running request that
 this step is preempted: its pages are freed and it waits at the front of the queue to be recomputed
 (its tokens are kept, so its output does not change). No new request is admitted in a step that preempted.
 
-Media: a chunk may only cover placeholders whose embedding is in the pool. Before a chunk is scheduled,
-every media item it touches is taken from the encoder cache or given fresh embedding pages and an encoder
-job (within `max_num_encoder_tokens` rows per step; an item bigger than that runs in a step of its own).
-An item that cannot be had this step cuts the chunk just before it; a request cut to nothing waits a step
-without holding anyone up. Embedding pages are released (stay cached) once the prefill has passed the item.
+Media (`encoder_scheduling.py`): a chunk may only cover placeholders whose embedding is in the pool. Before
+a chunk is scheduled, every media item it touches is taken from the encoder cache or given fresh embedding
+pages and an encoder job: run in-process before this step's forward (within `max_num_encoder_tokens` rows
+per step), or submitted to the encoder workers, ahead of need, and ready once they report. An item that is
+not ready cuts the chunk just before it; a request cut to nothing waits without holding anyone up. A failed
+encoding finishes its request with an error. Embedding pages are released (stay cached) once the prefill
+has passed the item.
 
-Flows in: `Request`s (add_request), aborts, and `ModelRunnerOutput`s.
+Flows in: `Request`s (add_request), aborts, `EncoderResult`s (workers), and `ModelRunnerOutput`s.
 Flows out: a `SchedulerOutput` per step, and `EngineCoreOutput`s for the frontend.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
 
 from omniserve.config import CacheConfig, SchedulerConfig
+from omniserve.core.encoder_scheduling import EncoderJobSink, EncoderScheduling
 from omniserve.core.messages import EngineCoreOutput
 from omniserve.core.page_pool import PagePool
 from omniserve.core.scheduler_output import (
     CachedRequestData,
-    EncoderJob,
     ModelRunnerOutput,
     NewRequestData,
     SchedulerOutput,
 )
 from omniserve.request import Request, RequestStatus
-
-
-@dataclass
-class _MediaStep:
-    """Encoder work gathered while scheduling one step."""
-
-    budget: int  # embedding rows that may still be encoded this step
-    encoded_any: bool = False
-    jobs: list[EncoderJob] = field(default_factory=list)
-    acquired: dict[str, dict[int, list[int]]] = field(default_factory=dict)  # request -> item -> pages
+from omniserve.worker.encoder_messages import EncoderResult
 
 
 class Scheduler:
@@ -54,10 +46,22 @@ class Scheduler:
         cache_config: CacheConfig,
         num_pages: int,
         embedding_rows_per_page: int = 1,
+        encoder_sink: EncoderJobSink | None = None,
+        max_encoder_jobs_in_flight: int = 16,
     ) -> None:
+        """`encoder_sink`: None encodes in-process (jobs in the `SchedulerOutput`); else jobs are submitted
+        to it (the encoder workers) and their results come back through `on_encoder_results`."""
         self.config = scheduler_config
         self.embedding_rows_per_page = embedding_rows_per_page
         self.pool = PagePool(num_pages, cache_config.block_size, cache_config.enable_prefix_caching)
+        self.media = EncoderScheduling(
+            self.pool,
+            embedding_rows_per_page,
+            scheduler_config.max_num_encoder_tokens,
+            encoder_sink,
+            max_encoder_jobs_in_flight,
+            reserve_pages=self.pool.pages_needed(scheduler_config.max_num_batched_tokens),
+        )
         self.requests: dict[str, Request] = {}  # every live (unfinished) request
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []  # in admission order
@@ -85,12 +89,24 @@ class Scheduler:
     def has_unfinished_requests(self) -> bool:
         return bool(self.requests)
 
+    def on_encoder_results(self, results: list[EncoderResult]) -> list[EngineCoreOutput]:
+        """Worker reports: ready items, and, for a failed item, its request finished with the error."""
+        outputs = []
+        for request_id, error in self.media.on_results(results):
+            request = self.requests.get(request_id)
+            if request is None:  # another item of it failed already
+                continue
+            self._finish(request, RequestStatus.FINISHED_ERROR)
+            outputs.append(EngineCoreOutput(request_id, [], finish_reason="error", error=error))
+        return outputs
+
     def _finish(self, request: Request, status: RequestStatus) -> None:
         request.status = status
         if request in self.running:
             self.running.remove(request)
         elif request in self.waiting:
             self.waiting.remove(request)
+        self.media.let_go(request.request_id)
         self.pool.free(request.request_id)
         self._sent_page_counts.pop(request.request_id, None)
         self._dropped.add(request.request_id)
@@ -98,6 +114,7 @@ class Scheduler:
 
     def _preempt(self, request: Request) -> None:
         self.running.remove(request)
+        self.media.let_go(request.request_id)
         self.pool.free(request.request_id)
         self._sent_page_counts.pop(request.request_id, None)
         self._dropped.add(request.request_id)
@@ -113,49 +130,11 @@ class Scheduler:
         cap = self.config.long_prefill_token_threshold
         return min(owed, budget, cap) if cap > 0 else min(owed, budget)
 
-    def _acquire_media(self, request: Request, start: int, num_new: int, media: _MediaStep) -> int:
-        """Get the embeddings of every item the chunk [start, start + num_new) touches; return the chunk
-        length that is covered (cut just before the first item that cannot be had this step)."""
-        end = start + num_new
-        held = self.pool.held_embeddings(request.request_id)
-        for index, item in enumerate(request.mm_items):
-            if item.end <= start or item.offset >= end or index in held:
-                continue
-            num_pages = -(-item.num_tokens // self.embedding_rows_per_page)
-            may_encode = item.num_tokens <= media.budget or not media.encoded_any
-            taken = self.pool.take_embedding(
-                request.request_id, index, item.content_hash, num_pages, may_encode
-            )
-            if taken is None:
-                return max(item.offset - start, 0)
-            page_ids, cached = taken
-            media.acquired.setdefault(request.request_id, {})[index] = page_ids
-            if not cached:
-                assert item.encoder_input is not None, "media item without encoder input"
-                media.jobs.append(
-                    EncoderJob(request.request_id, index, item.encoder_input, page_ids, item.num_tokens)
-                )
-                media.budget -= item.num_tokens
-                media.encoded_any = True
-        return num_new
-
-    def _rollback_media(self, request: Request, media: _MediaStep) -> None:
-        for index in media.acquired.pop(request.request_id, {}):
-            self.pool.release_embedding(request.request_id, index)
-        media.jobs = [job for job in media.jobs if job.request_id != request.request_id]
-
-    def _release_consumed_media(self) -> None:
-        for request in self.running:
-            for index in list(self.pool.held_embeddings(request.request_id)):
-                if request.mm_items[index].end <= request.num_computed_tokens:
-                    self.pool.release_embedding(request.request_id, index)
-
     def schedule(self) -> SchedulerOutput:
         budget = self.config.max_num_batched_tokens
         scheduled: dict[str, int] = {}
         preempted: list[Request] = []
-        media = _MediaStep(self.config.max_num_encoder_tokens)
-        self._release_consumed_media()
+        self.media.begin_step(self.running)
 
         # 1 + 2: running requests, decodes before partial prefills (stable: oldest first within each).
         for request in sorted(self.running, key=lambda r: r.num_tokens - r.num_computed_tokens > 1):
@@ -165,9 +144,9 @@ class Scheduler:
                 continue
             num_new = self._chunk(request, request.num_computed_tokens, budget)
             if request.mm_items:
-                num_new = self._acquire_media(request, request.num_computed_tokens, num_new, media)
-                if num_new == 0:  # waits for the encoder budget of a later step
-                    self._rollback_media(request, media)
+                num_new = self.media.acquire(request, request.num_computed_tokens, num_new)
+                if num_new == 0:  # waits for its encoder (budget of a later step, or a worker)
+                    self.media.rollback(request)
                     continue
             while not self.pool.allocate(request, num_new):
                 victims = [r for r in self.running if r.request_id not in scheduled and r is not request]
@@ -189,13 +168,13 @@ class Scheduler:
             num_cached = len(prefix) * self.pool.block_size
             num_new = self._chunk(request, num_cached, budget)
             if request.mm_items:
-                num_new = self._acquire_media(request, num_cached, num_new, media)
-                if num_new == 0:  # its encoder work does not fit this step: let the next one in
-                    self._rollback_media(request, media)
+                num_new = self.media.acquire(request, num_cached, num_new)
+                if num_new == 0:  # its encoder work is not done / does not fit: let the next one in
+                    self.media.rollback(request)
                     skipped.append(request)
                     continue
             if not self.pool.allocate(request, num_new, prefix):
-                self._rollback_media(request, media)
+                self.media.rollback(request)
                 self.waiting.appendleft(request)
                 break
             request.status = RequestStatus.RUNNING
@@ -208,14 +187,11 @@ class Scheduler:
             budget -= num_new
         self.waiting.extendleft(reversed(skipped))
 
-        media.jobs = [job for job in media.jobs if job.request_id in scheduled]  # drop those preempted
-        for job in media.jobs:
-            item = self.requests[job.request_id].mm_items[job.item_index]
-            self.pool.publish_embedding(job.request_id, job.item_index, item.content_hash)
-        return self._make_output(scheduled, new_request_ids, media)
+        encoder_jobs = self.media.end_step(scheduled)
+        return self._make_output(scheduled, new_request_ids, encoder_jobs)
 
     def _make_output(
-        self, scheduled: dict[str, int], new_request_ids: set[str], media: _MediaStep
+        self, scheduled: dict[str, int], new_request_ids: set[str], encoder_jobs: list
     ) -> SchedulerOutput:
         new_requests, cached_requests = [], []
         for request_id, num_tokens in scheduled.items():
@@ -232,10 +208,7 @@ class Scheduler:
                         page_ids=page_ids,
                         num_computed_tokens=request.num_computed_tokens,
                         mm_spans=[(item.offset, item.num_tokens) for item in request.mm_items],
-                        item_page_ids={
-                            index: [page.page_id for page in pages]
-                            for index, pages in self.pool.held_embeddings(request_id).items()
-                        },
+                        item_page_ids=self.media.item_pages_to_send(request_id, everything=True),
                         mrope_positions=request.mrope_positions,
                         mrope_delta=request.mrope_delta,
                     )
@@ -247,7 +220,7 @@ class Scheduler:
                         request_id,
                         new_page_ids,
                         request.num_computed_tokens,
-                        media.acquired.get(request_id, {}),
+                        self.media.item_pages_to_send(request_id, everything=False),
                     )
                 )
             self._sent_page_counts[request_id] = self.pool.num_request_pages(request_id)
@@ -259,7 +232,7 @@ class Scheduler:
             num_scheduled_tokens=scheduled,
             total_num_scheduled_tokens=sum(scheduled.values()),
             dropped_request_ids=self._dropped,
-            encoder_jobs=media.jobs,
+            encoder_jobs=encoder_jobs,
         )
         self._dropped = set()
         return output

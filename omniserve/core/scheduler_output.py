@@ -56,7 +56,7 @@ class SchedulerOutput:
     num_scheduled_tokens: dict[str, int]  # request id -> tokens to compute this step (>= 1)
     total_num_scheduled_tokens: int  # sum of the above, <= max_num_batched_tokens
     dropped_request_ids: set[str] = field(default_factory=set)  # finished/aborted/preempted: drop state
-    encoder_jobs: list[EncoderJob] = field(default_factory=list)  # run before the forward
+    encoder_jobs: list[EncoderJob] = field(default_factory=list)  # in-process mode: run before the forward
 
     @property
     def is_empty(self) -> bool:

@@ -91,6 +91,7 @@ class OutputProcessor:
             stop_reason=stop_reason if reason == "stop" else None,
             logprobs=state.logprobs,
             num_cached_tokens=state.num_cached_tokens,
+            error=output.error if output else None,
         )
         return StreamDelta(
             state.request_id,
@@ -103,4 +104,5 @@ class OutputProcessor:
             num_prompt_tokens=len(state.prompt.prompt_token_ids),
             num_cached_tokens=state.num_cached_tokens,
             output=final,
+            error=final.error,
         )

@@ -50,7 +50,10 @@ def load_hf_config(path: Path):
         raise ValueError(f"cannot read the model config in {str(path)!r}: {error}") from error
 
 
-def iterate_safetensors(path: Path) -> Iterator[tuple[str, torch.Tensor]]:
+def iterate_safetensors(
+    path: Path, prefixes: tuple[str, ...] | None = None
+) -> Iterator[tuple[str, torch.Tensor]]:
+    """Every tensor of the checkpoint, or only those whose name starts with one of `prefixes`."""
     from safetensors import safe_open
 
     files = sorted(glob.glob(os.path.join(path, "*.safetensors")))
@@ -59,7 +62,8 @@ def iterate_safetensors(path: Path) -> Iterator[tuple[str, torch.Tensor]]:
     for file in files:
         with safe_open(file, framework="pt") as reader:
             for name in reader.keys():
-                yield name, reader.get_tensor(name)
+                if prefixes is None or name.startswith(prefixes):
+                    yield name, reader.get_tensor(name)
 
 
 def resolve_dtype(dtype: str, hf_config, device: torch.device) -> torch.dtype:

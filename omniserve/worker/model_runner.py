@@ -36,6 +36,7 @@ from omniserve.core.scheduler_output import ModelRunnerOutput, SchedulerOutput
 from omniserve.models.loader import load_model
 from omniserve.models.qwen_multimodal import MediaRows
 from omniserve.sampling_params import SamplingParams
+from omniserve.worker.embedding_pages import embedding_view, write_rows
 from omniserve.worker.sampler import Sampler, SamplingRow
 
 logger = logging.getLogger("omniserve")
@@ -171,19 +172,21 @@ class ModelRunner:
         for layer in self.model.attention_layers():  # drop the views so the throwaway pool is freed
             layer.bind_kv_cache(None, None)
 
-    def allocate_pool(self, num_pages: int) -> None:
+    def allocate_pool(self, num_pages: int, shared: bool = False) -> None:
+        """`shared`: the pool is written by encoder worker processes too. On CPU it then lives in shared
+        memory (moved there before any worker starts); a CUDA tensor is shared by CUDA IPC when passed to
+        a worker through torch.multiprocessing, so nothing changes here."""
         # [num_pages, num_layers, 2, block_size, Hkv, D]
         self.pool = torch.zeros(
             (num_pages, self.num_layers, 2, self.block_size, self.num_kv_heads, self.head_dim),
             dtype=self.dtype,
             device=self.device,
         )
+        if shared and self.device.type == "cpu":
+            self.pool.share_memory_()
         for index, layer in enumerate(self.model.attention_layers()):
             layer.bind_kv_cache(self.pool[:, index, 0], self.pool[:, index, 1])
-        rows = self.embedding_rows_per_page
-        self.embedding_view = self.pool.view(num_pages, -1)[:, : rows * self.hidden_size].view(
-            num_pages, rows, self.hidden_size
-        )
+        self.embedding_view = embedding_view(self.pool, self.embedding_rows_per_page, self.hidden_size)
 
     @property
     def embedding_rows_per_page(self) -> int:
@@ -214,17 +217,10 @@ class ModelRunner:
             state.item_page_ids.update(cached.new_item_page_ids)
 
     def _run_encoder_jobs(self, jobs) -> None:
-        """Encode each job's item and write its rows into its embedding pages."""
-        rows_per_page = self.embedding_rows_per_page
+        """Encode each job's item and write its rows into its embedding pages (in-process encoding)."""
         for job in jobs:
             rows = self.model.encode(job.encoder_input)  # [num_tokens, H]
-            if rows.shape[0] != job.num_tokens:
-                raise RuntimeError(
-                    f"encoder gave {rows.shape[0]} rows for an item of {job.num_tokens} tokens"
-                )
-            index = torch.arange(job.num_tokens, device=self.device)
-            pages = torch.tensor(job.page_ids, device=self.device)[index // rows_per_page]
-            self.embedding_view[pages, index % rows_per_page] = rows.to(self.dtype)
+            write_rows(self.embedding_view, job.page_ids, rows, job.num_tokens)
 
     def _media_rows(self, state: RequestState, start: int, end: int, first_row: int, out: list) -> None:
         """Append (batch rows, pages, rows in page) for every placeholder of [start, end) of this request."""

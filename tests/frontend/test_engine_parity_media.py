@@ -23,7 +23,9 @@ VL_IMG = "<|vision_start|><|image_pad|><|vision_end|>"
 VL_VID = "<|vision_start|><|video_pad|><|vision_end|>"
 NEW_TOKENS = 6
 # Small budget and pool: chunks cut through items, embeddings are reused across chunks, pages are reused.
-ENGINE = dict(dtype="float32", block_size=4, num_kv_blocks=400, max_num_batched_tokens=24, max_num_encoder_tokens=40)
+ENGINE = dict(
+    dtype="float32", block_size=4, num_kv_blocks=400, max_num_batched_tokens=24, max_num_encoder_tokens=40
+)
 
 
 def quiet(loader, *args, **kwargs):
@@ -45,7 +47,9 @@ def omni(tmp_path_factory):
 
     from omniserve.demo_omni import build_qwen2_5_omni_checkpoint
 
-    path = build_qwen2_5_omni_checkpoint(tmp_path_factory.mktemp("omni-parity") / "ckpt", seed=7, weight_scale=4.0)
+    path = build_qwen2_5_omni_checkpoint(
+        tmp_path_factory.mktemp("omni-parity") / "ckpt", seed=7, weight_scale=4.0
+    )
     model = quiet(Qwen2_5OmniForConditionalGeneration.from_pretrained, path, dtype=torch.float32).eval()
     return path, model, quiet(AutoProcessor.from_pretrained, path)
 
@@ -56,22 +60,27 @@ def vl(tmp_path_factory):
 
     from omniserve.demo_omni import build_qwen2_5_vl_checkpoint
 
-    path = build_qwen2_5_vl_checkpoint(tmp_path_factory.mktemp("vl-parity") / "ckpt", seed=7, weight_scale=4.0)
+    path = build_qwen2_5_vl_checkpoint(
+        tmp_path_factory.mktemp("vl-parity") / "ckpt", seed=7, weight_scale=4.0
+    )
     model = quiet(Qwen2_5_VLForConditionalGeneration.from_pretrained, path, dtype=torch.float32).eval()
     return path, model, quiet(AutoProcessor.from_pretrained, path)
 
 
-def hf_generate(model, processor, text: str, hf_kwargs: dict[str, Any], generate_kwargs: dict[str, Any]) -> list[int]:
+def hf_generate(
+    model, processor, text: str, hf_kwargs: dict[str, Any], generate_kwargs: dict[str, Any]
+) -> list[int]:
     inputs = processor(text=text, return_tensors="pt", **hf_kwargs)
     generator = model.thinker if hasattr(model, "thinker") else model
     with torch.no_grad():
-        out = generator.generate(**inputs, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False,
-                                 **generate_kwargs)
+        out = generator.generate(
+            **inputs, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False, **generate_kwargs
+        )
     return out[0, inputs["input_ids"].shape[1] :].tolist()
 
 
 def omni_cases() -> dict[str, tuple[str, dict, dict, dict, dict]]:
-    """name -> (text, our multi_modal_data, our mm_processor_kwargs, HF processor kwargs, HF generate kwargs)"""
+    """name -> (text, our multi_modal_data, our mm_processor_kwargs, HF processor and generate kwargs)"""
     clip = mp4_with_audio(num_frames=12, fps=4, audio_seconds=3.0)
     decoded = load_video(clip, VideoOptions(fps=2.0, load_audio=True))
     return {
@@ -87,7 +96,11 @@ def omni_cases() -> dict[str, tuple[str, dict, dict, dict, dict]]:
         "audio": (f"{AUD} say", {"audio": (speech(3.0), 16000)}, {}, {"audio": [speech(3.0)]}, {}),
         "image_audio_video": (
             f"{AUD}{IMG} x {VID}{IMG}",
-            {"image": [image(60, 90), image(30, 30, 3)], "audio": [(speech(1.3), 16000)], "video": [frames(4)]},
+            {
+                "image": [image(60, 90), image(30, 30, 3)],
+                "audio": [(speech(1.3), 16000)],
+                "video": [frames(4)],
+            },
             {},
             {"images": [image(60, 90), image(30, 30, 3)], "videos": [frames(4)], "audio": [speech(1.3)]},
             {},
@@ -96,8 +109,13 @@ def omni_cases() -> dict[str, tuple[str, dict, dict, dict, dict]]:
             f"{AUD} then {VID} end",
             {"video": clip, "audio": (speech(1.0, seed=5), 16000)},
             {"use_audio_in_video": True, "fps": 2.0},
-            {"videos": [decoded.frames], "audio": [speech(1.0, seed=5), decoded.audio], "videos_kwargs": {"fps": 2.0},
-             "audio_from_video_indices": [None, 0], "load_audio_from_video": True},
+            {
+                "videos": [decoded.frames],
+                "audio": [speech(1.0, seed=5), decoded.audio],
+                "videos_kwargs": {"fps": 2.0},
+                "audio_from_video_indices": [None, 0],
+                "load_audio_from_video": True,
+            },
             {"use_audio_in_video": True},
         ),
     }
@@ -106,11 +124,15 @@ def omni_cases() -> dict[str, tuple[str, dict, dict, dict, dict]]:
 def test_omni_thinker_matches_transformers_batched_and_chunked(omni) -> None:
     path, model, processor = omni
     cases = omni_cases()
-    expected = {name: quiet(hf_generate, model, processor, text, hf_kw, gen_kw)
-                for name, (text, _, _, hf_kw, gen_kw) in cases.items()}
+    expected = {
+        name: quiet(hf_generate, model, processor, text, hf_kw, gen_kw)
+        for name, (text, _, _, hf_kw, gen_kw) in cases.items()
+    }
     engine = Omni(str(path), **ENGINE)
-    prompts = [{"prompt": text, "multi_modal_data": data, "mm_processor_kwargs": kwargs}
-               for text, data, kwargs, _, _ in cases.values()]
+    prompts = [
+        {"prompt": text, "multi_modal_data": data, "mm_processor_kwargs": kwargs}
+        for text, data, kwargs, _, _ in cases.values()
+    ]
     params = SamplingParams(temperature=0.0, max_tokens=NEW_TOKENS, ignore_eos=True)
     outputs = engine.generate(prompts, params)
     assert {name: out.token_ids for name, out in zip(cases, outputs, strict=True)} == expected
@@ -130,17 +152,26 @@ def test_qwen2_5_vl_matches_transformers(vl) -> None:
     path, model, processor = vl
     # HF's VL processor takes the frame rate from metadata (without it, it assumes 24 fps). Videos whose time
     # positions outrun their spatial extent differ from transformers 5.x, which resumes text at base +
-    # max(h', w') there; we keep the original rule (previous max + 1, as Qwen2.5-VL was trained), see mrope.py.
+    # max(h', w') there; we keep the original rule (previous max + 1, as trained), see mrope.py.
     video = frames(4)
     cases = {
         "image": (f"Look: {VL_IMG} what?", {"image": image(60, 90)}, {"images": [image(60, 90)]}),
-        "video": (f"{VL_VID} hi", {"video": video},
-                  {"videos": [video], "video_metadata": [VideoMetadata(total_num_frames=4, fps=2.0)]}),
+        "video": (
+            f"{VL_VID} hi",
+            {"video": video},
+            {"videos": [video], "video_metadata": [VideoMetadata(total_num_frames=4, fps=2.0)]},
+        ),
     }
-    expected = {name: quiet(hf_generate, model, processor, text, hf_kw, {}) for name, (text, _, hf_kw) in cases.items()}
+    expected = {
+        name: quiet(hf_generate, model, processor, text, hf_kw, {})
+        for name, (text, _, hf_kw) in cases.items()
+    }
     engine = Omni(str(path), **ENGINE)
     outputs = engine.generate(
-        [{"prompt": text, "multi_modal_data": data, "mm_processor_kwargs": {"fps": 2.0}} for text, data, _ in cases.values()],
+        [
+            {"prompt": text, "multi_modal_data": data, "mm_processor_kwargs": {"fps": 2.0}}
+            for text, data, _ in cases.values()
+        ],
         SamplingParams(temperature=0.0, max_tokens=NEW_TOKENS, ignore_eos=True),
     )
     assert {name: out.token_ids for name, out in zip(cases, outputs, strict=True)} == expected

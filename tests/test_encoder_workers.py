@@ -1,0 +1,177 @@
+"""Encoder worker processes on CPU (shared-memory pool) with a tiny Qwen2.5-Omni checkpoint: the same greedy
+tokens as in-process encoding; a killed worker fails its request with an error, is restarted, and the engine
+keeps serving."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import time
+
+import pytest
+import torch
+
+from omniserve.config import EngineConfig
+from omniserve.core.engine_core import EngineCore
+from omniserve.core.messages import EngineCoreRequest
+from omniserve.models.loader import iterate_safetensors, load_hf_config
+from omniserve.models.qwen_multimodal import MediaTowers
+from omniserve.multimodal import EncoderInput, MediaItem
+from omniserve.sampling_params import SamplingParams
+
+PATCH_DIM = 3 * 2 * 14 * 14  # C * temporal_patch * patch * patch of the tiny vision config
+MAX_TOKENS = 6
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory):
+    from omniserve.demo_omni import build_qwen2_5_omni_checkpoint
+
+    return build_qwen2_5_omni_checkpoint(tmp_path_factory.mktemp("omni") / "ckpt", weight_scale=4.0)
+
+
+@pytest.fixture(scope="module")
+def towers(checkpoint) -> MediaTowers:
+    """The towers in this process: only to count an item's rows."""
+    towers = MediaTowers(load_hf_config(checkpoint), vision=True, audio=True)
+    towers.load_weights(iterate_safetensors(checkpoint, towers.weight_prefixes))
+    return towers.eval()
+
+
+def engine(checkpoint, mode: str) -> EngineCore:
+    config = EngineConfig.from_kwargs(
+        model=str(checkpoint), device="cpu", dtype="float32", num_kv_blocks=96, block_size=16,
+        max_num_batched_tokens=48, encoder_mode=mode,
+    )  # fmt: skip
+    return EngineCore(config)
+
+
+@pytest.fixture(scope="module")
+def inprocess(checkpoint):
+    return engine(checkpoint, "inprocess")
+
+
+@pytest.fixture(scope="module")
+def workers(checkpoint):
+    core = engine(checkpoint, "workers")
+    yield core
+    core.shutdown()
+
+
+def media(towers: MediaTowers, modality: str, seed: int) -> EncoderInput:
+    generator = torch.Generator().manual_seed(seed)
+    if modality == "image":
+        return EncoderInput("image", torch.randn(64, PATCH_DIM, generator=generator), (1, 8, 8))
+    if modality == "audio":
+        return EncoderInput("audio", features=torch.randn(128, 160, generator=generator))
+    video = EncoderInput("video", torch.randn(32, PATCH_DIM, generator=generator), (2, 4, 4))
+    video.features = torch.randn(128, 160, generator=generator)
+    num_video = towers.encode(EncoderInput("video", video.pixel_values, video.grid_thw)).shape[0]
+    num_audio = towers.encode(EncoderInput("audio", features=video.features)).shape[0]
+    video.modality = "video_with_audio"
+    video.interleave = [("video", 0, 4), ("audio", 0, 5), ("video", 4, num_video - 4),
+                        ("audio", 5, num_audio - 5)]  # fmt: skip
+    return video
+
+
+def request(towers: MediaTowers, request_id: str, modalities: list[str], seed: int) -> EngineCoreRequest:
+    """Text, then each item's placeholders, then text; items carry content hashes of their seed."""
+    prompt, items = [11, 12, 13, 14, 15], []
+    for index, modality in enumerate(modalities):
+        encoder_input = media(towers, modality, seed + index)
+        num_tokens = towers.encode(encoder_input).shape[0]
+        content_hash = hashlib.blake2b(f"{modality}-{seed + index}".encode(), digest_size=16).digest()
+        items.append(MediaItem(modality, content_hash, len(prompt), num_tokens, encoder_input))
+        prompt += [300 + index] * num_tokens + [20 + index, 21 + index, 22 + index]
+    return EngineCoreRequest(
+        request_id, prompt, SamplingParams(temperature=0.0, max_tokens=MAX_TOKENS), [], MAX_TOKENS,
+        time.monotonic(), items,
+    )  # fmt: skip
+
+
+def run(core: EngineCore, requests: list[EngineCoreRequest], timeout_s: float = 60.0):
+    """Add `requests`, step until nothing is left: request id -> (token ids, finish reason, error) of every
+    request that produced an output (also those added before)."""
+    results: dict[str, tuple[list[int], str | None, str | None]] = {}
+    for r in requests:
+        core.add_request(r)
+    deadline = time.monotonic() + timeout_s
+    while core.has_unfinished_requests():
+        assert time.monotonic() < deadline, "requests did not finish"
+        for output in core.step():
+            tokens, _, _ = results.get(output.request_id, ([], None, None))
+            results[output.request_id] = (tokens + output.new_token_ids, output.finish_reason, output.error)
+    return results
+
+
+def test_workers_give_the_same_greedy_tokens_as_in_process_encoding(towers, inprocess, workers) -> None:
+    assert workers.encoders is not None and {w.spec.kind for w in workers.encoders.workers} == {
+        "vision",
+        "video",
+        "audio",
+    }
+    batch = [
+        request(towers, "image", ["image"], 1),
+        request(towers, "audio", ["audio"], 2),
+        request(towers, "video+audio", ["video"], 3),
+        request(towers, "mixed", ["image", "audio", "image"], 4),  # several chunks, items across them
+    ]
+    expected = run(inprocess, batch)
+    got = run(workers, batch)
+    assert all(len(tokens) == MAX_TOKENS and reason == "length" for tokens, reason, _ in expected.values())
+    assert got == expected
+    assert workers.scheduler.media.num_in_flight == 0
+
+
+def test_a_killed_worker_fails_its_request_is_restarted_and_serving_goes_on(
+    towers, inprocess, workers
+) -> None:
+    vision = next(w for w in workers.encoders.workers if w.spec.kind == "vision")
+    old_pid = vision.process.pid
+    os.kill(old_pid, signal.SIGSTOP)  # it cannot take the job: the job is surely in flight when it dies
+    try:
+        victim = request(towers, "victim", ["image"], 10)
+        workers.add_request(victim)
+        workers.step()
+        assert workers.scheduler.media.num_in_flight == 1
+    finally:
+        os.kill(old_pid, signal.SIGKILL)
+    bystander = make_plain_request("bystander")
+    results = run(workers, [bystander])  # the victim is already in; it finishes within this run too
+    tokens, reason, error = results["victim"]
+    assert reason == "error" and "vision encoder worker 0" in error and "died" in error, error
+    assert vision.process.pid != old_pid  # restarted
+    assert len(results["bystander"][0]) == MAX_TOKENS
+    follow = request(towers, "follow", ["image"], 11)
+    assert run(workers, [follow]) == run(inprocess, [request(towers, "follow", ["image"], 11)])
+    assert workers.scheduler.media.num_in_flight == 0
+
+
+def make_plain_request(request_id: str) -> EngineCoreRequest:
+    return EngineCoreRequest(
+        request_id,
+        [31, 32, 33, 34],
+        SamplingParams(temperature=0.0, max_tokens=MAX_TOKENS),
+        [],
+        MAX_TOKENS,
+        time.monotonic(),
+    )
+
+
+def test_encoder_options_are_validated_and_become_cli_flags() -> None:
+    import argparse
+
+    from omniserve.cli_args import add_engine_arguments, engine_kwargs_from_args
+
+    with pytest.raises(ValueError, match="encoder_mode"):
+        EngineConfig.from_kwargs(encoder_mode="threads")
+    with pytest.raises(ValueError, match="num_audio_workers"):
+        EngineConfig.from_kwargs(num_audio_workers=0)
+    with pytest.raises(ValueError, match="encoder_device"):
+        EngineConfig.from_kwargs(encoder_device="tpu")
+    parser = argparse.ArgumentParser()
+    add_engine_arguments(parser)
+    args = parser.parse_args(["--encoder-mode", "workers", "--num-video-workers", "2"])
+    config = EngineConfig.from_kwargs(**engine_kwargs_from_args(args))
+    assert (config.encoder.encoder_mode, config.encoder.num_video_workers) == ("workers", 2)
