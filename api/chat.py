@@ -49,6 +49,8 @@ async def _parse(state: ServerState, body: ChatCompletionRequest) -> ParsedChat:
                 param=param,
                 code="unsupported_modality",
             )
+    if state.config.allow_remote_media:
+        await parsed.fetch_remote_media(state.config.max_upload_bytes, state.config.remote_media_timeout_s)
     return parsed
 
 

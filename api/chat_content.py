@@ -15,6 +15,7 @@ Blocking work (base64 decoding, reading uploads): call `parse` in a worker threa
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +26,7 @@ from omniserve.api.media import (
     audio_mime,
     content_hash,
     decode_base64,
+    fetch_remote,
     modality_of,
     parse_data_url,
     sniff_mime,
@@ -40,14 +42,35 @@ class ParsedChat:
     media: list[tuple[str, MediaRef]] = field(default_factory=list)  # (param path, reference), prompt order
 
     def prompt(self) -> dict[str, Any]:
-        """The frontend's prompt: messages, plus the media by modality once there is any."""
-        prompt: dict[str, Any] = {"messages": self.messages}
-        if self.media:
-            by_modality: dict[str, list[MediaRef]] = {}
-            for _, ref in self.media:
-                by_modality.setdefault(ref.modality, []).append(ref)
-            prompt["multi_modal_data"] = by_modality
-        return prompt
+        """The frontend's prompt: messages whose media parts carry their bytes (or upload path) inline, as
+        `{"type": "image", "image": <bytes | path>}` (remote URLs must have been fetched by then)."""
+        if not self.media:
+            return {"messages": self.messages}
+
+        def resolve(part: Any) -> Any:
+            if not (isinstance(part, dict) and "media_index" in part):
+                return part
+            param, ref = self.media[part["media_index"]]
+            source = ref.data if ref.data is not None else (str(ref.path) if ref.path is not None else None)
+            if source is None:
+                raise ValueError(f"the {ref.modality} at {param} was not fetched")
+            return {"type": ref.modality, ref.modality: source}
+
+        messages = [
+            {**m, "content": [resolve(p) for p in m["content"]]} if isinstance(m.get("content"), list) else m
+            for m in self.messages
+        ]
+        return {"messages": messages}
+
+    async def fetch_remote_media(self, max_bytes: int, timeout_s: float) -> None:
+        """Load the http(s) media of this chat (only called when the server allows remote media)."""
+        for index, (param, ref) in enumerate(self.media):
+            if ref.data is None and ref.path is None and ref.url is not None:
+                try:
+                    mime, data = await fetch_remote(ref.url, max_bytes, timeout_s)
+                except ValueError as error:
+                    raise bad_request(str(error), param) from error
+                self.media[index] = (param, dataclasses.replace(ref, data=data, mime_type=mime))
 
 
 def _field(part: dict[str, Any], name: str, param: str) -> dict[str, Any]:

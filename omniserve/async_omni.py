@@ -131,6 +131,7 @@ class AsyncOmni:
         self.info = self.engine.info
         self.tokenizer = load_tokenizer(self.info.model_path)
         mm = build_multimodal_processor(self.info.model_path, self.tokenizer)
+        self._modalities = ("text", *mm.family.modalities) if mm is not None else ("text",)
         self.input_processor = InputProcessor(self.tokenizer, self.info, mm)
         self.output_processor = OutputProcessor(self.tokenizer)
         self.metrics = ServingMetrics()
@@ -147,9 +148,9 @@ class AsyncOmni:
     # ----- public API -------------------------------------------------------------------------------------
     @property
     def input_modalities(self) -> tuple[str, ...]:
-        """What prompts may contain. Text only until the multimodal encoders land; the API answers 400 for
-        media parts before submitting them."""
-        return ("text",)
+        """What prompts may contain ("text", plus the media the checkpoint's encoders take); the API answers
+        400 for other media parts before submitting them."""
+        return self._modalities
 
     @property
     def is_alive(self) -> bool:

@@ -5,7 +5,9 @@ No model hub is reachable, so checkpoints are made in code from transformers' ow
     build_tokenizer()            -> byte-level BPE Qwen2Tokenizer (no training: fixed vocab + merges)
     build_qwen2_checkpoint(path) -> path holding config.json, model.safetensors, generation_config.json,
                                     tokenizer.json, tokenizer_config.json, chat_template.jinja
-    demo_model_path()            -> envs.cache_dir()/demo/qwen2-tiny-v{DEMO_VERSION}, built once
+    demo_model_path()            -> envs.cache_dir()/demo/qwen2.5-omni-tiny-v{DEMO_VERSION}, built once:
+                                    a tiny random Qwen2.5-Omni (thinker with vision + audio towers,
+                                    talker, token2wav) from omniserve.demo_omni
 
 Token ids (all fixed, so parity tests may hard-code them):
 
@@ -33,7 +35,7 @@ if TYPE_CHECKING:
     import torch
     import transformers
 
-DEMO_VERSION = 1
+DEMO_VERSION = 2
 
 # Appended after the merges at consecutive ids, in the order of the real Qwen2.5-Omni vocabulary.
 SPECIAL_TOKENS: tuple[str, ...] = (
@@ -221,11 +223,14 @@ def build_qwen2_checkpoint(
     return path
 
 
-# The built-in demo model: ~2.3 M parameters, a few MB on disk, builds in about a second on CPU.
-_DEMO_ARGS: dict[str, int] = dict(
-    seed=0, hidden_size=256, num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=2,
-    intermediate_size=512, max_position_embeddings=4096,
-)  # fmt: skip
+# The built-in demo model: a tiny Qwen2.5-Omni, a few MB on disk, builds in a few seconds on CPU.
+_DEMO_ARGS: dict[str, int] = dict(seed=0, hidden_size=64, num_hidden_layers=4)
+
+
+def build_demo_checkpoint(path: os.PathLike[str]) -> Path:
+    from omniserve.demo_omni import build_qwen2_5_omni_checkpoint
+
+    return build_qwen2_5_omni_checkpoint(path, **_DEMO_ARGS)
 
 
 def demo_model_path() -> Path:
@@ -234,14 +239,14 @@ def demo_model_path() -> Path:
     The build goes into a temp dir beside the target and is renamed into place, so the target either does
     not exist or is complete. If a concurrent builder renames first, its (identical) checkpoint is kept.
     """
-    final = envs.cache_dir() / "demo" / f"qwen2-tiny-v{DEMO_VERSION}"
+    final = envs.cache_dir() / "demo" / f"qwen2.5-omni-tiny-v{DEMO_VERSION}"
     if final.is_dir():
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.building-", dir=final.parent))
     try:
         os.chmod(staging, 0o755)
-        build_qwen2_checkpoint(staging, **_DEMO_ARGS)
+        build_demo_checkpoint(staging)
         try:
             os.rename(staging, final)
         except OSError:

@@ -178,7 +178,7 @@ def test_tied_embeddings_and_weight_scale(tmp_path: Path) -> None:
 
 def test_demo_model_path_builds_once(cache_dir: Path) -> None:
     path = demo.demo_model_path()
-    assert path == cache_dir / "demo" / f"qwen2-tiny-v{demo.DEMO_VERSION}"
+    assert path == cache_dir / "demo" / f"qwen2.5-omni-tiny-v{demo.DEMO_VERSION}"
     assert (path / "model.safetensors").is_file() and (path / "tokenizer.json").is_file()
     assert [entry.name for entry in path.parent.iterdir()] == [path.name]  # no staging dir left behind
     mtimes = {entry.name: entry.stat().st_mtime_ns for entry in path.iterdir()}
@@ -189,15 +189,15 @@ def test_demo_model_path_builds_once(cache_dir: Path) -> None:
 def test_demo_model_path_tolerates_concurrent_builder(
     cache_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    final = cache_dir / "demo" / f"qwen2-tiny-v{demo.DEMO_VERSION}"
+    final = cache_dir / "demo" / f"qwen2.5-omni-tiny-v{demo.DEMO_VERSION}"
 
-    def build_while_another_process_wins(path: os.PathLike[str], **_: object) -> Path:
+    def build_while_another_process_wins(path: os.PathLike[str]) -> Path:
         final.mkdir()
         (final / "config.json").write_text("winner")
         (Path(path) / "config.json").write_text("loser")
         return Path(path)
 
-    monkeypatch.setattr(demo, "build_qwen2_checkpoint", build_while_another_process_wins)
+    monkeypatch.setattr(demo, "build_demo_checkpoint", build_while_another_process_wins)
     assert demo.demo_model_path() == final
     assert (final / "config.json").read_text() == "winner"
     assert [entry.name for entry in final.parent.iterdir()] == [final.name]
