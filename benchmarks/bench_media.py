@@ -48,6 +48,7 @@ def make_model_dir(shapes: str) -> str:
         config = json.loads((path / "config.json").read_text())
         for part, values in OMNI_7B.items():
             config["thinker_config"][part].update(values)
+        config["thinker_config"]["text_config"].pop("layer_types", None)  # sized for the tiny layer count
         (path / "config.json").write_text(json.dumps(config))
     for file in path.glob("*.json"):  # let a 448x448 image keep its size (1024 patches -> 256 tokens)
         if file.name == "config.json":
