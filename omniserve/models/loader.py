@@ -42,12 +42,20 @@ def resolve_model_path(model: str, revision: str | None = None) -> Path:
 
 
 def load_hf_config(path: Path):
+    """The checkpoint's transformers config. transformers' own validation warnings (e.g. Qwen2.5-Omni's talker
+    checking thinker token ids against the codec vocabulary, as it does for the released checkpoints) are
+    silenced: they concern parts of its model class that we do not use."""
     from transformers import AutoConfig
+    from transformers.utils import logging as hf_logging
 
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
     try:
         return AutoConfig.from_pretrained(path)
     except Exception as error:
         raise ValueError(f"cannot read the model config in {str(path)!r}: {error}") from error
+    finally:
+        hf_logging.set_verbosity(verbosity)
 
 
 def iterate_safetensors(
