@@ -4,6 +4,7 @@ parsing, the Prometheus text, serving metrics, and a clear error when the engine
 from __future__ import annotations
 
 import base64
+import dataclasses
 import os
 import subprocess
 import sys
@@ -114,7 +115,12 @@ def test_content_parser_canonical_parts_and_media(tmp_path) -> None:
         and len(image.content_hash) == 64
     )
     assert video.source == "url" and video.url == "https://example.com/v.mp4" and video.content_hash is None
-    assert set(parsed.prompt()["multi_modal_data"]) == {"image", "video"}
+    with pytest.raises(ValueError, match="was not fetched"):
+        parsed.prompt()  # remote media are fetched first (only when the server allows them)
+    parsed.media[1] = (video_param, dataclasses.replace(video, data=b"mp4 bytes"))
+    content = parsed.prompt()["messages"][1]["content"]
+    assert content[1] == {"type": "image", "image": image.data}
+    assert content[3] == {"type": "video", "video": b"mp4 bytes"}
     with pytest.raises(APIError) as error:
         parser.parse([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "ftp://x"}}]}])
     assert error.value.status == 400 and error.value.param == "messages[0].content[0].image_url.url"
