@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from omniserve.encoders.audio_tower import AudioTower
+from omniserve.encoders.audio_tower import AudioTower, num_audio_tokens
 from omniserve.encoders.vision_tower import VisionTower
 from omniserve.models.qwen2 import Qwen2Model, load_decoder_weights
 from omniserve.multimodal import EncoderInput
@@ -100,6 +100,10 @@ class QwenMultimodalForCausalLM(nn.Module):
         """One item's embedding rows [num_tokens, H], in placeholder order."""
         return encode_item(self.visual, self.audio_tower, item)
 
+    def encode_many(self, items: list[EncoderInput]) -> list[torch.Tensor]:
+        """Several items' rows, the towers run once per modality (see `encode_items`)."""
+        return encode_items(self.visual, self.audio_tower, items)
+
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
         family = self.family
         decoder, vision, audio = [], [], []
@@ -121,30 +125,54 @@ class QwenMultimodalForCausalLM(nn.Module):
 
 
 @torch.inference_mode()
-def encode_item(
-    visual: VisionTower | None, audio_tower: AudioTower | None, item: EncoderInput
-) -> torch.Tensor:
-    """Run an item's tower(s): [num_tokens, H] in placeholder order (audio in video: the two towers' rows
-    interleaved as `item.interleave` says). Inputs go to the towers' device and dtype."""
+def encode_items(
+    visual: VisionTower | None, audio_tower: AudioTower | None, items: list[EncoderInput]
+) -> list[torch.Tensor]:
+    """Run the towers over several items at once: one vision call for every image / video frame stack, one
+    audio call for every audio track (attention stays within each item). Returns each item's rows
+    [num_tokens, H] in placeholder order (audio in video: the two towers' rows interleaved as `interleave`
+    says). Inputs go to the towers' device and dtype."""
     tower = visual if visual is not None else audio_tower
     assert tower is not None, "no encoder tower"
     weight = next(tower.parameters())
     device, dtype = weight.device, weight.dtype
-    video = audio = None
-    if item.pixel_values is not None:
+    visual_items = [i for i, item in enumerate(items) if item.pixel_values is not None]
+    audio_items = [i for i, item in enumerate(items) if item.features is not None]
+    video_rows: dict[int, torch.Tensor] = {}
+    audio_rows: dict[int, torch.Tensor] = {}
+    if visual_items:
         if visual is None:
             raise ValueError("this encoder has no vision tower")
-        grid = torch.tensor([item.grid_thw], device=device)
-        video = visual(item.pixel_values.to(device, dtype), grid_thw=grid)
-    if item.features is not None:
+        grids = [items[i].grid_thw for i in visual_items]
+        pixels = torch.cat([items[i].pixel_values for i in visual_items]).to(device, dtype)
+        out = visual(pixels, grid_thw=torch.tensor(grids, device=device))  # [sum tokens, H]
+        merge = visual.config.spatial_merge_size**2
+        sizes = [t * h * w // merge for t, h, w in grids]
+        video_rows = dict(zip(visual_items, out.split(sizes), strict=True))
+    if audio_items:
         if audio_tower is None:
             raise ValueError("this model has no audio encoder")
-        features = item.features.to(device, dtype)
-        audio = audio_tower(features, frames_per_item=[features.shape[1]])
-    if not item.interleave:
-        return video if video is not None else audio
-    sources = {"video": video, "audio": audio}
-    return torch.cat([sources[name][start : start + count] for name, start, count in item.interleave])
+        frames = [items[i].features.shape[1] for i in audio_items]
+        features = torch.cat([items[i].features for i in audio_items], dim=1).to(
+            device, dtype
+        )  # [mels, sum L]
+        out = audio_tower(features, frames_per_item=frames)
+        audio_rows = dict(zip(audio_items, out.split([num_audio_tokens(n) for n in frames]), strict=True))
+    results = []
+    for index, item in enumerate(items):
+        if not item.interleave:
+            results.append(video_rows[index] if index in video_rows else audio_rows[index])
+            continue
+        sources = {"video": video_rows[index], "audio": audio_rows[index]}
+        results.append(torch.cat([sources[name][start : start + n] for name, start, n in item.interleave]))
+    return results
+
+
+def encode_item(
+    visual: VisionTower | None, audio_tower: AudioTower | None, item: EncoderInput
+) -> torch.Tensor:
+    """One item's rows [num_tokens, H] (see `encode_items`)."""
+    return encode_items(visual, audio_tower, [item])[0]
 
 
 class MediaTowers(nn.Module):

@@ -217,9 +217,10 @@ class ModelRunner:
             state.item_page_ids.update(cached.new_item_page_ids)
 
     def _run_encoder_jobs(self, jobs) -> None:
-        """Encode each job's item and write its rows into its embedding pages (in-process encoding)."""
-        for job in jobs:
-            rows = self.model.encode(job.encoder_input)  # [num_tokens, H]
+        """Encode the step's items (one tower call per modality) and write each item's rows into its embedding
+        pages (in-process encoding)."""
+        all_rows = self.model.encode_many([job.encoder_input for job in jobs])
+        for job, rows in zip(jobs, all_rows, strict=True):  # rows: [num_tokens, H]
             write_rows(self.embedding_view, job.page_ids, rows, job.num_tokens)
 
     def _media_rows(self, state: RequestState, start: int, end: int, first_row: int, out: list) -> None:
