@@ -114,6 +114,14 @@ class Harness:
         tokenizer = load_tokenizer(path)
         self.inputs = InputProcessor(tokenizer, self.engine.info, build_multimodal_processor(path, tokenizer))
         self.ids = 0
+        self.step_log: list[tuple[float, int, int, int]] = []  # (seconds, running, tokens, encoder jobs)
+        schedule = self.engine.scheduler.schedule
+
+        def observed_schedule():  # keep the step's SchedulerOutput for the log
+            self._last_output = schedule()
+            return self._last_output
+
+        self.engine.scheduler.schedule = observed_schedule
 
     def submit(self, prompt, max_tokens: int) -> str:
         from omniserve.sampling_params import SamplingParams
@@ -134,10 +142,17 @@ class Harness:
         return self.inputs.process(f"r{self.ids}", prompt, params)[0]
 
     def step(self) -> tuple[float, list]:
+        start = time.perf_counter()
+        scheduler = self.engine.scheduler
         outputs = self.engine.step()
         if self.engine.runner.device.type == "cuda":
             torch.cuda.synchronize()
-        return time.perf_counter(), outputs
+        now = time.perf_counter()
+        last = self._last_output
+        self.step_log.append(
+            (now - start, len(scheduler.running), last.total_num_scheduled_tokens, len(last.encoder_jobs))
+        )
+        return now, outputs
 
 
 def run_batch(harness: Harness, prompts: list, max_tokens: int) -> dict:
@@ -215,7 +230,14 @@ def main() -> None:
     run_batch(harness, [media_prompt(300 + i) for i in range(args.concurrency)], 8)
     many = run_batch(harness, [media_prompt(200 + i) for i in range(args.concurrency)], args.max_tokens)
     run_latency(harness, 16, 8, 16)
+    harness.step_log.clear()
     latency = run_latency(harness, 16, 8, args.latency_steps)
+    slowest = sorted(harness.step_log, reverse=True)[:5]
+    print(
+        "slowest steps (ms, running, scheduled tokens, encoder jobs):",
+        [(round(1e3 * s, 1), r, t, j) for s, r, t, j in slowest],
+        flush=True,
+    )
     report = {
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "shapes": args.shapes,
