@@ -91,7 +91,9 @@ def media_prompt(seed: int) -> dict:
 class Harness:
     """EngineCore + the multimodal input processor, driven step by step with timestamps."""
 
-    def __init__(self, path: str, device: str, num_kv_blocks: int, max_num_seqs: int) -> None:
+    def __init__(
+        self, path: str, device: str, num_kv_blocks: int, max_num_seqs: int, encoder_mode: str
+    ) -> None:
         from omniserve.config import EngineConfig
         from omniserve.core.engine_core import EngineCore
         from omniserve.frontend.input_processor import InputProcessor
@@ -107,6 +109,7 @@ class Harness:
             num_kv_blocks=num_kv_blocks,
             max_num_seqs=max_num_seqs,
             max_num_batched_tokens=8192,
+            encoder_mode=encoder_mode,
         )
         start = time.perf_counter()
         self.engine = EngineCore(config)
@@ -220,10 +223,19 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--latency-steps", type=int, default=64)
     parser.add_argument("--num-kv-blocks", type=int, default=8192)
+    parser.add_argument(
+        "--encoder-mode", default="inprocess", choices=["inprocess", "side_stream", "workers"]
+    )
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
 
-    harness = Harness(make_model_dir(args.shapes), args.device, args.num_kv_blocks, max(args.concurrency, 17))
+    harness = Harness(
+        make_model_dir(args.shapes),
+        args.device,
+        args.num_kv_blocks,
+        max(args.concurrency, 17),
+        args.encoder_mode,
+    )
     # Every phase runs once unmeasured first: Triton and cuBLAS pick and compile kernels per batch shape.
     run_batch(harness, [media_prompt(0)], 4)
     one = run_batch(harness, [media_prompt(100)], args.max_tokens)
@@ -244,13 +256,15 @@ def main() -> None:
         "device": args.device,
         "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
         "commit": os.environ.get("OMNISERVE_COMMIT", "unknown"),
+        "encoder_mode": args.encoder_mode,
         "one": one,
         "many": many,
         **latency,
     }
     lines = [
         f"Media serving, {args.shapes} shapes (dummy weights), 448x448 image + 10 s audio + text "
-        f"({one['prompt_tokens']} prompt tokens), {args.max_tokens} new tokens; {report['gpu']}, "
+        f"({one['prompt_tokens']} prompt tokens), {args.max_tokens} new tokens, "
+        f"encoder_mode={args.encoder_mode}; {report['gpu']}, "
         f"commit {report['commit']}",
         "",
         "| measure | value |",
@@ -269,8 +283,8 @@ def main() -> None:
     table = "\n".join(lines)
     if args.out:
         os.makedirs(args.out, exist_ok=True)
-        Path(args.out, "media.json").write_text(json.dumps(report, indent=2))
-        Path(args.out, "media.md").write_text(table + "\n")
+        Path(args.out, f"media_{args.encoder_mode}.json").write_text(json.dumps(report, indent=2))
+        Path(args.out, f"media_{args.encoder_mode}.md").write_text(table + "\n")
     print(table)
 
 

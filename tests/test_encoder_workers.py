@@ -175,3 +175,32 @@ def test_encoder_options_are_validated_and_become_cli_flags() -> None:
     args = parser.parse_args(["--encoder-mode", "workers", "--num-video-workers", "2"])
     config = EngineConfig.from_kwargs(**engine_kwargs_from_args(args))
     assert (config.encoder.encoder_mode, config.encoder.num_video_workers) == ("workers", 2)
+
+
+def test_side_stream_mode_gives_the_inprocess_tokens(tmp_path) -> None:
+    """encoder_mode="side_stream" goes through the asynchronous scheduling path (on the CPU its jobs run at
+    launch and are reported at the next poll); outputs equal in-process encoding."""
+    import numpy as np
+    from PIL import Image
+
+    from omniserve import Omni, SamplingParams
+    from omniserve.demo_omni import build_qwen2_5_omni_checkpoint
+
+    path = build_qwen2_5_omni_checkpoint(tmp_path / "ckpt", seed=5, weight_scale=4.0)
+    rng = np.random.default_rng(0)
+    picture = Image.fromarray(rng.integers(0, 256, (60, 90, 3), dtype=np.uint8))
+    sound = (0.1 * rng.standard_normal(24000)).astype(np.float32)
+    prompts = [
+        {"prompt": "<|vision_bos|><|IMAGE|><|vision_eos|> what?", "multi_modal_data": {"image": picture}},
+        {
+            "prompt": "hear <|audio_bos|><|AUDIO|><|audio_eos|> now",
+            "multi_modal_data": {"audio": (sound, 16000)},
+        },
+        "plain text meanwhile",
+    ]
+    params = SamplingParams(temperature=0.0, max_tokens=5, ignore_eos=True)
+    setup = dict(dtype="float32", block_size=4, num_kv_blocks=256, max_num_batched_tokens=24)
+    expected = [o.token_ids for o in Omni(str(path), **setup).generate(prompts, params)]
+    side = Omni(str(path), encoder_mode="side_stream", **setup)
+    assert [o.token_ids for o in side.generate(prompts, params)] == expected
+    assert side.stats().num_kv_blocks_free == side.stats().num_kv_blocks_total

@@ -22,6 +22,7 @@ from omniserve.request import Request
 from omniserve.worker.encoder_messages import WorkerSpec
 from omniserve.worker.encoder_pool import EncoderPool, worker_specs
 from omniserve.worker.model_runner import ModelRunner
+from omniserve.worker.side_stream_encoder import SideStreamEncoder
 
 logger = logging.getLogger("omniserve")
 ENCODER_WAIT_S = 0.05  # longest sleep of a step that waits on encoder workers
@@ -96,7 +97,9 @@ class EngineCore:
         worker_kinds = self._encoder_worker_kinds()
         self.runner.allocate_pool(num_pages, shared=bool(worker_kinds))  # shared before workers start
         self.runner.capture_decode_graphs(max_model_len)
-        self.encoders: EncoderPool | None = None
+        self.encoders: EncoderPool | SideStreamEncoder | None = None
+        if config.encoder.encoder_mode == "side_stream":
+            self.encoders = SideStreamEncoder(self.runner.model, self.runner.embedding_view)
         if worker_kinds:
             encoder_device = config.encoder.encoder_device
             base = WorkerSpec(
