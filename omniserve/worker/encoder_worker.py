@@ -110,7 +110,8 @@ def run_encoder_worker(spec: WorkerSpec, pool: torch.Tensor, jobs, results) -> N
     try:
         torch.set_num_threads(spec.num_threads)
         if spec.device.startswith("cuda"):
-            torch.cuda.set_device(torch.device(spec.device))
+            device = torch.device(spec.device)
+            torch.cuda.set_device(device.index if device.index is not None else 0)
         towers = build_towers(spec)
         view = embedding_view(pool, spec.rows_per_page, spec.hidden_size)
     except BaseException as error:  # noqa: BLE001 - reported to the engine as one message
