@@ -97,7 +97,7 @@ def build_vl_tokenizer() -> transformers.PreTrainedTokenizerBase:
     return tokenizer
 
 
-def _spread(module: nn.Module, generator: torch.Generator) -> None:
+def spread_weights(module: nn.Module, generator: torch.Generator) -> None:
     """Matrices ~ N(0, 1 / fan_in), biases ~ N(0, 0.1^2), norm weights ~ 1 + N(0, 0.1^2): peaked attention."""
     import torch
 
@@ -246,8 +246,8 @@ def build_qwen2_5_omni_checkpoint(
             thinker = model.thinker
             towers = thinker.model if hasattr(thinker.model, "visual") else thinker  # 5.24 vs 5.17 layout
             generator = torch.Generator().manual_seed(seed + 1)
-            _spread(towers.visual, generator)
-            _spread(towers.audio_tower, generator)
+            spread_weights(towers.visual, generator)
+            spread_weights(towers.audio_tower, generator)
             text_model = getattr(thinker.model, "language_model", thinker.model)
             _scale([text_model, thinker.lm_head, model.talker], weight_scale)
             speakers = {
@@ -333,7 +333,7 @@ def build_qwen2_5_vl_checkpoint(
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = Qwen2_5_VLForConditionalGeneration(config)
-            _spread(model.model.visual, torch.Generator().manual_seed(seed + 1))
+            spread_weights(model.model.visual, torch.Generator().manual_seed(seed + 1))
             _scale([model.model.language_model, model.lm_head], weight_scale)
         model = model.to(dtype).eval()
         model.generation_config = _generation_config(ids)

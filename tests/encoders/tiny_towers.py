@@ -7,7 +7,6 @@ std 0.02 gives near-uniform attention, which would hide window, chunk and rotary
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,17 +71,10 @@ def vision_reference(checkpoint: TinyCheckpoint) -> nn.Module:
 
 
 def spread_weights(module: nn.Module, seed: int) -> None:
-    """Matrices ~ N(0, 1 / fan_in), biases ~ N(0, 0.1^2), norm weights ~ 1 + N(0, 0.1^2)."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in module.named_parameters():
-            noise = torch.randn(param.shape, generator=generator)
-            if param.dim() >= 2:
-                param.copy_(noise / math.sqrt(param[0].numel()))
-            elif name.endswith("bias"):
-                param.copy_(noise * 0.1)
-            else:
-                param.copy_(1 + noise * 0.1)
+    """Peaked-attention weights, seeded (the demo builder's `spread_weights`)."""
+    from omniserve.demo_omni import spread_weights as spread
+
+    spread(module, torch.Generator().manual_seed(seed))
 
 
 def _save(model: nn.Module, folder: Path) -> TinyCheckpoint:
