@@ -106,7 +106,7 @@ class Harness:
             load_format="dummy",
             dtype=dtype,
             device=device,
-            num_kv_blocks=num_kv_blocks,
+            num_kv_blocks=num_kv_blocks or None,
             max_num_seqs=max_num_seqs,
             max_num_batched_tokens=8192,
             encoder_mode=encoder_mode,
@@ -222,7 +222,7 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--latency-steps", type=int, default=64)
-    parser.add_argument("--num-kv-blocks", type=int, default=8192)
+    parser.add_argument("--num-kv-blocks", type=int, default=8192, help="0 = size the pool from free memory")
     parser.add_argument(
         "--encoder-mode", default="inprocess", choices=["inprocess", "side_stream", "workers"]
     )

@@ -204,3 +204,26 @@ def test_side_stream_mode_gives_the_inprocess_tokens(tmp_path) -> None:
     side = Omni(str(path), encoder_mode="side_stream", **setup)
     assert [o.token_ids for o in side.generate(prompts, params)] == expected
     assert side.stats().num_kv_blocks_free == side.stats().num_kv_blocks_total
+
+
+def test_memory_profile_runs_the_encoders_at_the_full_encoder_budget(tmp_path, monkeypatch) -> None:
+    """The GPU pool is sized after a profiling step; for in-process encoding that step also runs both towers at
+    `max_num_encoder_tokens` rows, so their activation peak is accounted for."""
+    from omniserve import Omni
+    from omniserve.demo_omni import build_qwen2_5_omni_checkpoint
+    from omniserve.models.qwen_multimodal import QwenMultimodalForCausalLM
+
+    path = build_qwen2_5_omni_checkpoint(tmp_path / "ckpt", seed=6)
+    omni = Omni(str(path), num_kv_blocks=64, max_num_encoder_tokens=96)
+    encoded: list[list[int]] = []
+    original = QwenMultimodalForCausalLM.encode_many
+
+    def counting(self, items):
+        rows = original(self, items)
+        encoded.append([r.shape[0] for r in rows])
+        return rows
+
+    monkeypatch.setattr(QwenMultimodalForCausalLM, "encode_many", counting)
+    omni.engine.runner.profile_encoders()
+    ((image_rows, audio_rows),) = encoded
+    assert image_rows >= 96 and 90 <= audio_rows <= 100

@@ -35,6 +35,7 @@ from omniserve.config import EngineConfig
 from omniserve.core.scheduler_output import ModelRunnerOutput, SchedulerOutput
 from omniserve.models.loader import load_model
 from omniserve.models.qwen_multimodal import MediaRows
+from omniserve.multimodal import EncoderInput
 from omniserve.sampling_params import SamplingParams
 from omniserve.worker.embedding_pages import embedding_view, write_rows
 from omniserve.worker.sampler import Sampler, SamplingRow
@@ -167,10 +168,34 @@ class ModelRunner:
             with forward_context(self._forward_context(metadata)):
                 hidden = self.model(input_ids, positions)
             self.model.compute_logits(hidden[:num_rows])
+            del hidden
+            self.profile_encoders()
         del self.states["profile"]
         self.pool = None
         for layer in self.model.attention_layers():  # drop the views so the throwaway pool is freed
             layer.bind_kv_cache(None, None)
+
+    def profile_encoders(self) -> None:
+        """Run the in-process encoders once at the full encoder budget (`max_num_encoder_tokens` rows of
+        images and of audio), so their activation peak counts when the pool is sized. Workers encode in their
+        own processes and are not profiled here."""
+        encode_many = getattr(self.model, "encode_many", None)
+        if encode_many is None or self.config.encoder.encoder_mode == "workers":
+            return
+        rows = self.config.scheduler.max_num_encoder_tokens
+        items = []
+        if getattr(self.model, "visual", None) is not None:
+            vision = self.model.visual.config
+            merge = vision.spatial_merge_size
+            height = 16 * merge  # patches; the width makes up `rows` merged tokens
+            width = max(merge, -(-rows * merge * merge // height // merge) * merge)
+            patches = torch.zeros(height * width, vision.patch_dim)  # [patches, C*T*P*P]
+            items.append(EncoderInput("image", pixel_values=patches, grid_thw=(1, height, width)))
+        if getattr(self.model, "audio_tower", None) is not None:
+            mel_bins = self.model.audio_tower.config.num_mel_bins
+            items.append(EncoderInput("audio", features=torch.zeros(mel_bins, 4 * rows)))  # ~rows tokens
+        if items:
+            encode_many(items)
 
     def allocate_pool(self, num_pages: int, shared: bool = False) -> None:
         """`shared`: the pool is written by encoder worker processes too. On CPU it then lives in shared
