@@ -207,8 +207,8 @@ def test_side_stream_mode_gives_the_inprocess_tokens(tmp_path) -> None:
 
 
 def test_memory_profile_runs_the_encoders_at_the_full_encoder_budget(tmp_path, monkeypatch) -> None:
-    """The GPU pool is sized after a profiling step; for in-process encoding that step also runs both towers at
-    `max_num_encoder_tokens` rows, so their activation peak is accounted for."""
+    """The GPU pool is sized after a profiling step; for in-process encoding that step also runs both towers
+    at `max_num_encoder_tokens` rows, so their activation peak is accounted for."""
     from omniserve import Omni
     from omniserve.demo_omni import build_qwen2_5_omni_checkpoint
     from omniserve.models.qwen_multimodal import QwenMultimodalForCausalLM
