@@ -91,10 +91,19 @@ class EngineCore:
         torch.manual_seed(config.model.seed)
         dtype = resolve_dtype(config.model.dtype, hf_config, device)
 
+        if (
+            config.encoder.encoder_mode == "auto"
+        ):  # resolved once, here: everything downstream sees the choice
+            config = config.replace(encoder_mode="workers" if device.type == "cuda" else "inprocess")
         self.config = config
         self.runner = ModelRunner(config, model_path, hf_config, device, dtype)
-        num_pages = self.runner.determine_num_pages()
         worker_kinds = self._encoder_worker_kinds()
+        reserved = 0
+        if worker_kinds:  # workers hold the towers: drop ours, leave room for theirs on this device
+            encoder_device = config.encoder.encoder_device
+            same_device = encoder_device == "auto" or torch.device(encoder_device) == device
+            reserved = self.runner.hand_towers_to_workers(worker_kinds, same_device)
+        num_pages = self.runner.determine_num_pages(reserved)
         self.runner.allocate_pool(num_pages, shared=bool(worker_kinds))  # shared before workers start
         self.runner.capture_decode_graphs(max_model_len)
         self.encoders: EncoderPool | SideStreamEncoder | None = None

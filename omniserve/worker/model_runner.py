@@ -42,6 +42,8 @@ from omniserve.worker.sampler import Sampler, SamplingRow
 
 logger = logging.getLogger("omniserve")
 
+WORKER_GPU_OVERHEAD_BYTES = 2 * 1024**3  # per encoder worker on the engine's GPU: CUDA context + activations
+
 
 @dataclass
 class HostBatch:
@@ -121,9 +123,10 @@ class ModelRunner:
         element_size = torch.empty((), dtype=self.dtype).element_size()
         return self.num_layers * 2 * self.block_size * self.num_kv_heads * self.head_dim * element_size
 
-    def determine_num_pages(self) -> int:
+    def determine_num_pages(self, reserved_bytes: int = 0) -> int:
         """Pages that fit the memory budget: a byte budget on CPU; on GPU, the configured fraction of
-        device memory minus weights and the activation peak of a profiling step at full token budget."""
+        device memory minus weights, the activation peak of a profiling step at full token budget, and
+        `reserved_bytes` (what encoder worker processes on this device will take)."""
         cache = self.config.cache
         if cache.num_kv_blocks is not None:
             return cache.num_kv_blocks
@@ -136,7 +139,7 @@ class ModelRunner:
         peak = torch.cuda.max_memory_allocated(self.device)
         free, total = torch.cuda.mem_get_info(self.device)
         outside_torch = (total - free) - torch.cuda.memory_reserved(self.device)
-        available = total * cache.gpu_memory_utilization - peak - outside_torch
+        available = total * cache.gpu_memory_utilization - peak - outside_torch - reserved_bytes
         num_pages = int(available // self.page_bytes)
         if num_pages < 1:
             raise RuntimeError(
@@ -174,6 +177,26 @@ class ModelRunner:
         self.pool = None
         for layer in self.model.attention_layers():  # drop the views so the throwaway pool is freed
             layer.bind_kv_cache(None, None)
+
+    def hand_towers_to_workers(self, worker_kinds: dict[str, int], same_device: bool) -> int:
+        """Encoder workers hold the towers: drop this process's copies, and return the GPU bytes the workers
+        will take on this device (their towers' weights plus `WORKER_GPU_OVERHEAD_BYTES` each: context and
+        activations), to keep out of the pool."""
+        sizes = {}
+        for name in ("visual", "audio_tower"):
+            module = getattr(self.model, name, None)
+            sizes[name] = sum(p.numel() * p.element_size() for p in module.parameters()) if module else 0
+            setattr(self.model, name, None)
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        if self.device.type != "cuda" or not same_device:
+            return 0
+        # video workers hold both towers (audio in video is one job)
+        per_kind = {"vision": sizes["visual"], "video": sizes["visual"] + sizes["audio_tower"],
+                    "audio": sizes["audio_tower"]}  # fmt: skip
+        return sum(
+            count * (per_kind[kind] + WORKER_GPU_OVERHEAD_BYTES) for kind, count in worker_kinds.items()
+        )
 
     def profile_encoders(self) -> None:
         """Run the in-process encoders once at the full encoder budget (`max_num_encoder_tokens` rows of
