@@ -224,7 +224,7 @@ def main() -> None:
     parser.add_argument("--latency-steps", type=int, default=64)
     parser.add_argument("--num-kv-blocks", type=int, default=8192, help="0 = size the pool from free memory")
     parser.add_argument(
-        "--encoder-mode", default="inprocess", choices=["inprocess", "side_stream", "workers"]
+        "--encoder-mode", default="auto", choices=["auto", "inprocess", "side_stream", "workers"]
     )
     parser.add_argument("--out", default=None)
     args = parser.parse_args()

@@ -212,6 +212,7 @@ def test_memory_profile_runs_the_encoders_at_the_full_encoder_budget(tmp_path, m
     from omniserve import Omni
     from omniserve.demo_omni import build_qwen2_5_omni_checkpoint
     from omniserve.models.qwen_multimodal import QwenMultimodalForCausalLM
+    from omniserve.worker.memory_sizing import profile_encoders
 
     path = build_qwen2_5_omni_checkpoint(tmp_path / "ckpt", seed=6)
     omni = Omni(str(path), num_kv_blocks=64, max_num_encoder_tokens=96)
@@ -224,6 +225,6 @@ def test_memory_profile_runs_the_encoders_at_the_full_encoder_budget(tmp_path, m
         return rows
 
     monkeypatch.setattr(QwenMultimodalForCausalLM, "encode_many", counting)
-    omni.engine.runner.profile_encoders()
+    profile_encoders(omni.engine.runner)
     ((image_rows, audio_rows),) = encoded
     assert image_rows >= 96 and 90 <= audio_rows <= 100

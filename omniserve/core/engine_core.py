@@ -21,6 +21,7 @@ from omniserve.models.qwen_multimodal import text_config_of
 from omniserve.request import Request
 from omniserve.worker.encoder_messages import WorkerSpec
 from omniserve.worker.encoder_pool import EncoderPool, worker_specs
+from omniserve.worker.memory_sizing import determine_num_pages, hand_towers_to_workers
 from omniserve.worker.model_runner import ModelRunner
 from omniserve.worker.side_stream_encoder import SideStreamEncoder
 
@@ -102,8 +103,8 @@ class EngineCore:
         if worker_kinds:  # workers hold the towers: drop ours, leave room for theirs on this device
             encoder_device = config.encoder.encoder_device
             same_device = encoder_device == "auto" or torch.device(encoder_device) == device
-            reserved = self.runner.hand_towers_to_workers(worker_kinds, same_device)
-        num_pages = self.runner.determine_num_pages(reserved)
+            reserved = hand_towers_to_workers(self.runner, worker_kinds, same_device)
+        num_pages = determine_num_pages(self.runner, reserved)
         self.runner.allocate_pool(num_pages, shared=bool(worker_kinds))  # shared before workers start
         self.runner.capture_decode_graphs(max_model_len)
         self.encoders: EncoderPool | SideStreamEncoder | None = None

@@ -35,14 +35,11 @@ from omniserve.config import EngineConfig
 from omniserve.core.scheduler_output import ModelRunnerOutput, SchedulerOutput
 from omniserve.models.loader import load_model
 from omniserve.models.qwen_multimodal import MediaRows
-from omniserve.multimodal import EncoderInput
 from omniserve.sampling_params import SamplingParams
 from omniserve.worker.embedding_pages import embedding_view, write_rows
 from omniserve.worker.sampler import Sampler, SamplingRow
 
 logger = logging.getLogger("omniserve")
-
-WORKER_GPU_OVERHEAD_BYTES = 2 * 1024**3  # per encoder worker on the engine's GPU: CUDA context + activations
 
 
 @dataclass
@@ -122,103 +119,6 @@ class ModelRunner:
     def page_bytes(self) -> int:
         element_size = torch.empty((), dtype=self.dtype).element_size()
         return self.num_layers * 2 * self.block_size * self.num_kv_heads * self.head_dim * element_size
-
-    def determine_num_pages(self, reserved_bytes: int = 0) -> int:
-        """Pages that fit the memory budget: a byte budget on CPU; on GPU, the configured fraction of
-        device memory minus weights, the activation peak of a profiling step at full token budget, and
-        `reserved_bytes` (what encoder worker processes on this device will take)."""
-        cache = self.config.cache
-        if cache.num_kv_blocks is not None:
-            return cache.num_kv_blocks
-        if self.device.type != "cuda":
-            return max(cache.cpu_kv_cache_bytes // self.page_bytes, 1)
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(self.device)
-        self._profile_step()
-        torch.cuda.synchronize(self.device)
-        peak = torch.cuda.max_memory_allocated(self.device)
-        free, total = torch.cuda.mem_get_info(self.device)
-        outside_torch = (total - free) - torch.cuda.memory_reserved(self.device)
-        available = total * cache.gpu_memory_utilization - peak - outside_torch - reserved_bytes
-        num_pages = int(available // self.page_bytes)
-        if num_pages < 1:
-            raise RuntimeError(
-                f"no GPU memory left for the KV pool (weights + activations use {peak / 2**30:.1f} "
-                f"GiB); raise gpu_memory_utilization or lower max_num_batched_tokens"
-            )
-        return num_pages
-
-    def _profile_step(self) -> None:
-        """A forward at the full token budget, on a throwaway pool, to measure the activation peak."""
-        num_tokens = self.config.scheduler.max_num_batched_tokens
-        num_pages = -(-num_tokens // self.block_size)
-        self.allocate_pool(num_pages)
-        state = RequestState(
-            "profile",
-            [0] * num_tokens,
-            num_tokens,
-            SamplingParams(max_tokens=1),
-            [],
-            list(range(num_pages)),
-            0,
-        )
-        self.states[state.request_id] = state
-        num_rows = min(self.config.scheduler.max_num_seqs, num_tokens)
-        with torch.inference_mode():
-            input_ids, positions, metadata, _ = self._device_inputs(
-                self._build_batch({"profile": num_tokens})
-            )
-            with forward_context(self._forward_context(metadata)):
-                hidden = self.model(input_ids, positions)
-            self.model.compute_logits(hidden[:num_rows])
-            del hidden
-            self.profile_encoders()
-        del self.states["profile"]
-        self.pool = None
-        for layer in self.model.attention_layers():  # drop the views so the throwaway pool is freed
-            layer.bind_kv_cache(None, None)
-
-    def hand_towers_to_workers(self, worker_kinds: dict[str, int], same_device: bool) -> int:
-        """Encoder workers hold the towers: drop this process's copies, and return the GPU bytes the workers
-        will take on this device (their towers' weights plus `WORKER_GPU_OVERHEAD_BYTES` each: context and
-        activations), to keep out of the pool."""
-        sizes = {}
-        for name in ("visual", "audio_tower"):
-            module = getattr(self.model, name, None)
-            sizes[name] = sum(p.numel() * p.element_size() for p in module.parameters()) if module else 0
-            setattr(self.model, name, None)
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
-        if self.device.type != "cuda" or not same_device:
-            return 0
-        # video workers hold both towers (audio in video is one job)
-        per_kind = {"vision": sizes["visual"], "video": sizes["visual"] + sizes["audio_tower"],
-                    "audio": sizes["audio_tower"]}  # fmt: skip
-        return sum(
-            count * (per_kind[kind] + WORKER_GPU_OVERHEAD_BYTES) for kind, count in worker_kinds.items()
-        )
-
-    def profile_encoders(self) -> None:
-        """Run the in-process encoders once at the full encoder budget (`max_num_encoder_tokens` rows of
-        images and of audio), so their activation peak counts when the pool is sized. Workers encode in their
-        own processes and are not profiled here."""
-        encode_many = getattr(self.model, "encode_many", None)
-        if encode_many is None or self.config.encoder.encoder_mode == "workers":
-            return
-        rows = self.config.scheduler.max_num_encoder_tokens
-        items = []
-        if getattr(self.model, "visual", None) is not None:
-            vision = self.model.visual.config
-            merge = vision.spatial_merge_size
-            height = 16 * merge  # patches; the width makes up `rows` merged tokens
-            width = max(merge, -(-rows * merge * merge // height // merge) * merge)
-            patches = torch.zeros(height * width, vision.patch_dim)  # [patches, C*T*P*P]
-            items.append(EncoderInput("image", pixel_values=patches, grid_thw=(1, height, width)))
-        if getattr(self.model, "audio_tower", None) is not None:
-            mel_bins = self.model.audio_tower.config.num_mel_bins
-            items.append(EncoderInput("audio", features=torch.zeros(mel_bins, 4 * rows)))  # ~rows tokens
-        if items:
-            encode_many(items)
 
     def allocate_pool(self, num_pages: int, shared: bool = False) -> None:
         """`shared`: the pool is written by encoder worker processes too. On CPU it then lives in shared
