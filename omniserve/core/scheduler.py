@@ -50,7 +50,8 @@ class Scheduler:
         max_encoder_jobs_in_flight: int = 16,
     ) -> None:
         """`encoder_sink`: None encodes in-process (jobs in the `SchedulerOutput`); else jobs are submitted
-        to it (the encoder workers) and their results come back through `on_encoder_results`."""
+        to it (the encoder worker pool or the side-stream encoder) and their results come back through
+        `on_encoder_results`."""
         self.config = scheduler_config
         self.embedding_rows_per_page = embedding_rows_per_page
         self.pool = PagePool(num_pages, cache_config.block_size, cache_config.enable_prefix_caching)
