@@ -106,6 +106,7 @@ class EngineCore:
             reserved = hand_towers_to_workers(self.runner, worker_kinds, same_device)
         num_pages = determine_num_pages(self.runner, reserved)
         self.runner.allocate_pool(num_pages, shared=bool(worker_kinds))  # shared before workers start
+        self.runner.warm_up_kernels(max_model_len)
         self.runner.capture_decode_graphs(max_model_len)
         self.encoders: EncoderPool | SideStreamEncoder | None = None
         if config.encoder.encoder_mode == "side_stream":

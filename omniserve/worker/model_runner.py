@@ -301,6 +301,23 @@ class ModelRunner:
                 return self.model(input_ids, positions, media)
             return self.model(input_ids, positions)
 
+    def warm_up_kernels(self, max_model_len: int) -> None:
+        """CUDA + Triton: compile the attention variants now (see kernel_warmup.py), before serving."""
+        if self.device.type != "cuda" or self.backend.name != "triton":
+            return
+        from omniserve.worker.kernel_warmup import warm_up_attention
+
+        layer = self.model.attention_layers()[0]
+        try:
+            with torch.inference_mode():
+                calls = warm_up_attention(self.backend.attend, layer.k_cache, layer.v_cache, layer.num_heads,
+                                          layer.scale, max_model_len)  # fmt: skip
+            torch.cuda.synchronize(self.device)
+        except Exception:  # noqa: BLE001 - an optimisation only: kernels then compile on first use, as before
+            logger.warning("attention warm-up failed; variants compile on first use", exc_info=True)
+            return
+        logger.info("attention kernels warmed up (%d shapes)", calls)
+
     def capture_decode_graphs(self, max_model_len: int) -> None:
         """Capture decode-only forwards (CUDA with a sync-free attention backend only)."""
         if self.device.type != "cuda" or not self.config.device.cuda_graphs or self.backend.name != "triton":
