@@ -117,8 +117,7 @@ class ModelRunner:
     # ----- the page pool ---------------------------------------------------------------------------
     @property
     def page_bytes(self) -> int:
-        element_size = torch.empty((), dtype=self.dtype).element_size()
-        return self.num_layers * 2 * self.block_size * self.num_kv_heads * self.head_dim * element_size
+        return self.num_layers * 2 * self.block_size * self.num_kv_heads * self.head_dim * self.dtype.itemsize
 
     def allocate_pool(self, num_pages: int, shared: bool = False) -> None:
         """`shared`: the pool is written by encoder worker processes too. On CPU it then lives in shared
@@ -138,7 +137,7 @@ class ModelRunner:
 
     @property
     def embedding_rows_per_page(self) -> int:
-        return self.page_bytes // (self.hidden_size * torch.empty((), dtype=self.dtype).element_size())
+        return self.page_bytes // (self.hidden_size * self.dtype.itemsize)
 
     # ----- one step --------------------------------------------------------------------------------
     def _update_states(self, scheduler_output: SchedulerOutput) -> None:
@@ -246,10 +245,15 @@ class ModelRunner:
         )
         seq_lens = (positions + 1).astype(np.int32)
         rope_positions = positions
-        if self.uses_mrope:
-            rope_positions = np.stack(
-                [s.mrope(positions[i : i + 1])[:, 0] for i, s in enumerate(states)], axis=1
-            )
+        if (
+            self.uses_mrope
+        ):  # a generated token sits at index + delta on all axes; a prompt token's is in the table
+            deltas = np.fromiter((s.mrope_delta for s in states), dtype=np.int64, count=num)
+            rope_positions = np.broadcast_to(positions + deltas, (3, num)).copy()  # [3, B]
+            for i, state in enumerate(states):
+                table = state.mrope_positions
+                if table is not None and positions[i] < table.shape[1]:  # last prompt token, chunked alone
+                    rope_positions[:, i] = table[:, positions[i]]
         return HostBatch(
             input_ids=input_ids,
             positions=rope_positions,
