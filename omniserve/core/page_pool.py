@@ -237,8 +237,3 @@ class PagePool:
 
     def held_embeddings(self, request_id: str) -> dict[int, list[Page]]:
         return self.embedding_pages.get(request_id, {})
-
-    def reset_prefix_cache(self) -> None:
-        for page in self.cached_pages.values():
-            page.block_hash = None
-        self.cached_pages.clear()

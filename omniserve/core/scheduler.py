@@ -53,7 +53,6 @@ class Scheduler:
         to it (the encoder worker pool or the side-stream encoder) and their results come back through
         `on_encoder_results`."""
         self.config = scheduler_config
-        self.embedding_rows_per_page = embedding_rows_per_page
         self.pool = PagePool(num_pages, cache_config.block_size, cache_config.enable_prefix_caching)
         self.media = EncoderScheduling(
             self.pool,
