@@ -53,10 +53,10 @@ DECODE_SHAPES = [(1, 32768), (16, 4096), (64, 4096), (256, 1024), (256, 4096)]
 PREFILL_SHAPES = [(1, 8192), (4, 4096)]
 Config = attention.AttentionConfig
 ROTATE_BYTES = 1 << 28  # decode timing rotates over input copies until K + V reach 256 MiB (L2: 60 MB)
-# (block_n, num_warps, num_stages) of decode tiles (16 rows: 7 heads of one token); the first also
-# runs with the split counts of SPLIT_SWEEP
+# (block_n, num_warps, num_stages) of decode tiles (16 rows: 7 heads of one token); each runs with the
+# split counts of SPLIT_SWEEP (None = the kernel's own choice)
 DECODE_SWEEP = [(128, 4, 2), (64, 4, 2), (64, 4, 3), (128, 4, 3), (128, 8, 2), (64, 2, 3), (32, 4, 5)]
-SPLIT_SWEEP = {1: [16, 32, 64, 128], 16: [1, 2, 4, 8], 64: [1, 2]}
+SPLIT_SWEEP = {1: [None, 32, 64, 96, 128], 16: [None, 2, 4, 6, 8, 12], 64: [None, 1, 2]}
 PREFILL_SWEEP = [Config(128, 18, 128, 8, 2), Config(128, 18, 128, 8, 3), Config(128, 18, 64, 8, 2),
                  Config(128, 18, 64, 8, 3), Config(64, 9, 128, 4, 2), Config(64, 9, 64, 4, 2),
                  Config(128, 18, 32, 8, 2)]
@@ -182,7 +182,7 @@ def bench_decode(sweep: bool) -> tuple[list[dict], list[dict]]:
         if sweep:
             configs = [Config(16, 1, n, w, s) for n, w, s in DECODE_SWEEP]
             for config in configs:
-                for num_splits in SPLIT_SWEEP.get(batch, [None]) if config == configs[0] else [None]:
+                for num_splits in SPLIT_SWEEP.get(batch, [None]):
                     sweep_rows.append(_time_variant("decode", copies, config, num_splits, reference, tbps))
         del data, copies, reference
         torch.cuda.empty_cache()
