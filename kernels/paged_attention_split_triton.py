@@ -3,7 +3,8 @@
 With split-K, program (tile, KV head, split s) of `_paged_attention_kernel` writes for each of its rows
 
     partial_out[s, token, head, :]  its output over the split's keys, already divided by its softmax sum
-    partial_lse[s, token, head]     log2 of that sum plus its running max (log2 units; -inf: no key)
+    partial_lse[s, token, head]     log2 of that sum plus its running max (log2 units; -inf: no key,
+                                    and then no partial_out is written)
 
 and `merge_splits_kernel` combines the splits of each (token, head) with weights 2^(lse_s - max_s lse).
 """
@@ -32,12 +33,13 @@ def merge_splits_kernel(
     split_valid = offs_s < num_splits
     lse = tl.load(partial_lse_ptr + offs_s.to(tl.int64) * stride_pl_split + token * stride_pl_token + head,
                   mask=split_valid, other=float("-inf"))
-    weights = tl.exp2(lse - tl.max(lse, 0))
+    has_keys = lse > float("-inf")  # an empty split wrote no partial (its scratch holds stale values)
+    weights = tl.where(has_keys, tl.exp2(lse - tl.max(lse, 0)), 0.0)
     weights = weights / tl.sum(weights, 0)
     split_offsets = offs_s.to(tl.int64)[:, None] * stride_po_split
     partial = tl.load(partial_out_ptr + split_offsets + token * stride_po_token + head * stride_po_head
                       + offs_d[None, :],
-                      mask=split_valid[:, None] & (offs_d[None, :] < HEAD_DIM), other=0.0)
+                      mask=has_keys[:, None] & (offs_d[None, :] < HEAD_DIM), other=0.0)
     result = tl.sum(partial * weights[:, None], 0)
     tl.store(out_ptr + token * stride_o_token + head * stride_o_head + offs_d * stride_o_dim,
              result.to(out_ptr.dtype.element_ty), mask=offs_d < HEAD_DIM)

@@ -22,16 +22,19 @@ Grid (computed from host-known sizes only, nothing read back from the device):
         "search" mapping: T // BLOCK_Q + B tiles; sequence b owns tiles from query_start_loc[b] // BLOCK_Q + b
             on (a monotone map: each sequence gets at least its cdiv(q_len, BLOCK_Q) tiles); a program finds
             its sequence by counting sequences that start at or before it. The smaller grid is used.
-    axis 1: KV splits. With split-K each program covers `tiles_per_split` KV tiles, writes its normalised
-        partial output and log2-sum-exp into fp32 scratch, and `merge_splits_kernel` combines them
-        (kernels/paged_attention_split_triton.py).
+    axis 1: KV splits. With split-K the keys of each query tile are cut on the device into `num_splits`
+        equal runs of whole KV tiles, sized from that sequence's own length (so a graph captured for the
+        model's context spreads a 600-token context over the splits too); each program writes its
+        normalised partial output and log2-sum-exp into fp32 scratch, a program whose run is empty only
+        marks its rows -inf, and `merge_splits_kernel` combines them (paged_attention_split_triton.py).
 
 For callers:
 - `max_query_len` / `max_seq_len` need only be upper bounds (a CUDA graph captured with the model's
   context length replays for any shorter one); they fix the grid, the tile config and the split count.
 - Split-K is chosen on the host when the grid has fewer programs than SMs: splits = enough for two
-  programs per SM, at most 64, at least 4 KV tiles each. Its scratch is a per-device fp32 buffer that
-  grows and is never freed (run each captured shape once before capture, as for Triton compilation).
+  programs per SM, at most 64, at least 4 KV tiles each of the longest context (`max_seq_len`). Its
+  scratch is a per-device fp32 buffer that grows and is never freed (run each captured shape once before
+  capture, as for Triton compilation).
 - Constraints: Hq a multiple of Hkv; q, k and v of one dtype (fp16, bf16; fp32 for tests); any head_dim
   (padded to a power of two >= 16 with masks); any block_size (a compile-time constant: one compilation
   per block size).
@@ -110,7 +113,7 @@ def _attend_tiles(
 def _paged_attention_kernel(
     q_ptr, k_cache_ptr, v_cache_ptr, out_ptr, partial_out_ptr, partial_lse_ptr,
     query_start_loc_ptr, seq_lens_ptr, block_tables_ptr,
-    scale_log2, num_seqs, num_tiles, tiles_per_seq, tiles_per_split,
+    scale_log2, num_seqs, num_tiles, tiles_per_seq, num_splits,
     stride_q_token, stride_q_head, stride_q_dim,
     stride_k_page, stride_k_slot, stride_k_head, stride_k_dim,
     stride_v_page, stride_v_slot, stride_v_head, stride_v_dim,
@@ -153,6 +156,19 @@ def _paged_attention_kernel(
         return
     context_len = tl.load(seq_lens_ptr + seq) - q_len  # keys computed before this chunk
 
+    # keys [0, kv_end) are visible to some row; keys < unmasked_end to every row
+    kv_end = context_len + tl.minimum((local_tile + 1) * BLOCK_Q, q_len)
+    unmasked_tiles = (context_len + local_tile * BLOCK_Q + 1) // BLOCK_N
+    tile_lo = 0
+    tile_hi = tl.cdiv(kv_end, BLOCK_N)
+    if SPLIT_K:
+        # this tile's own keys in `num_splits` equal runs (sized on the device, from this sequence's
+        # length: a graph captured for the longest context still spreads a short one over all splits)
+        tiles_per_split = tl.cdiv(tile_hi, num_splits)
+        tile_lo = split * tiles_per_split
+        tile_hi = tl.minimum(tile_hi, tile_lo + tiles_per_split)
+    tile_mid = tl.maximum(tl.minimum(unmasked_tiles, tile_hi), tile_lo)
+
     offs_m = tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, HEAD_DIM_PAD)
     dim_valid = offs_d < HEAD_DIM
@@ -165,15 +181,13 @@ def _paged_attention_kernel(
     q = tl.load(q_ptr + token[:, None] * stride_q_token + q_head[:, None] * stride_q_head
                 + offs_d[None, :] * stride_q_dim, mask=row_mask, other=0.0)
 
-    # keys [0, kv_end) are visible to some row; keys < unmasked_end to every row
-    kv_end = context_len + tl.minimum((local_tile + 1) * BLOCK_Q, q_len)
-    unmasked_tiles = (context_len + local_tile * BLOCK_Q + 1) // BLOCK_N
-    tile_lo = 0
-    tile_hi = tl.cdiv(kv_end, BLOCK_N)
+
     if SPLIT_K:
-        tile_lo = split * tiles_per_split
-        tile_hi = tl.minimum(tile_hi, tile_lo + tiles_per_split)
-    tile_mid = tl.maximum(tl.minimum(unmasked_tiles, tile_hi), tile_lo)
+        if tile_lo >= tile_hi:  # no key for this split: weight 0 in the merge (partial left unwritten)
+            lse_offset = split.to(tl.int64) * stride_pl_split
+            tl.store(partial_lse_ptr + lse_offset + token * stride_pl_token + q_head,
+                     tl.full([BLOCK_M], float("-inf"), dtype=tl.float32), mask=row_valid)
+            return
 
     k_base = k_cache_ptr + kv_head * stride_k_head
     v_base = v_cache_ptr + kv_head * stride_v_head
@@ -329,8 +343,7 @@ def paged_attention_launch(
     kv_tiles = triton.cdiv(max_seq_len, config.block_n)
     if num_splits is None:
         num_splits = _pick_num_splits(num_programs, max_seq_len, config.block_n, num_sms)
-    tiles_per_split = triton.cdiv(kv_tiles, max(1, num_splits))
-    num_splits = triton.cdiv(kv_tiles, tiles_per_split)  # drop splits that could never hold a key
+    num_splits = max(1, min(num_splits, kv_tiles))  # no more splits than KV tiles of the longest context
     split_k = num_splits > 1
 
     if split_k:
@@ -341,7 +354,7 @@ def paged_attention_launch(
     _paged_attention_kernel[(num_programs, num_splits)](
         q, k_cache, v_cache, out, partial_out, partial_lse,
         query_start_loc, seq_lens, block_tables,
-        scale * _LOG2E, num_seqs, num_tiles, tiles_per_seq, tiles_per_split,
+        scale * _LOG2E, num_seqs, num_tiles, tiles_per_seq, num_splits,
         *q.stride(), *k_cache.stride(), *v_cache.stride(), *out.stride(), *block_tables.stride(),
         *(partial_out.stride()[:3] if split_k else (0, 0, 0)),
         *(partial_lse.stride()[:2] if split_k else (0, 0)),

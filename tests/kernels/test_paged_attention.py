@@ -98,6 +98,18 @@ def test_matches_reference(case: str, dtype: torch.dtype) -> None:
     check(batch, dtype, num_splits, config)
 
 
+def test_split_runs_sized_per_sequence() -> None:
+    """A launch sized for a long context (as a CUDA graph is) on short ones: each sequence spreads its own
+    keys over the splits, empty splits write no partial (stale scratch must not leak into the merge)."""
+    batch = make_batch([1, 1, 3], [70, 2, 40], 4, 64, 4, torch.float32, num_pad_tokens=1)
+    batch.max_seq_len = 4096  # an upper bound, as captured
+    config = Config(16, 1, 16, 4, 1)
+    triton_attention.paged_attention_launch(*batch.args(), num_splits=16, config=config)  # allocates scratch
+    partial_out, _ = triton_attention.split_k_views(DEVICE, 16, batch.q.shape[0], batch.q.shape[1], 64)
+    partial_out.fill_(float("nan"))
+    check(batch, torch.float32, num_splits=16, config=config)
+
+
 def test_public_entry_point_allocates_output() -> None:
     batch = make_batch([2, 1], [5, 9], 4, 64, 4, torch.float32)
     expected = reference.paged_attention_torch(*batch.args())
