@@ -21,13 +21,22 @@ def merge_splits_kernel(
     out_ptr, partial_out_ptr, partial_lse_ptr, query_start_loc_ptr, num_seqs, num_splits,
     stride_o_token, stride_o_head, stride_o_dim,
     stride_po_split, stride_po_token, stride_po_head, stride_pl_split, stride_pl_token,
-    HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr, SPLITS_PAD: tl.constexpr,
+    HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr, SPLITS_PAD: tl.constexpr, QUERY_FILTER: tl.constexpr,
 ):
     """out[token, head] = sum_s 2^(lse_s - max) * partial_s / sum_s 2^(lse_s - max)."""
     token = tl.program_id(0).to(tl.int64)
     head = tl.program_id(1)
     if token >= tl.load(query_start_loc_ptr + num_seqs):
         return  # not a scheduled token: left untouched, as the reference does
+    if QUERY_FILTER != 0:  # the launch covered decodes only (1) or prefill chunks only (2)
+        count = tl.zeros([], dtype=tl.int32)  # sequences starting at or before this token
+        for first in range(0, num_seqs, 128):
+            idx = first + tl.arange(0, 128)
+            starts = tl.load(query_start_loc_ptr + idx, mask=idx < num_seqs, other=0)
+            count += tl.sum(((starts <= token) & (idx < num_seqs)).to(tl.int32), 0)
+        q_len = tl.load(query_start_loc_ptr + count) - tl.load(query_start_loc_ptr + count - 1)
+        if (q_len == 1) != (QUERY_FILTER == 1):
+            return
     offs_s = tl.arange(0, SPLITS_PAD)
     offs_d = tl.arange(0, HEAD_DIM_PAD)
     split_valid = offs_s < num_splits

@@ -53,6 +53,7 @@ from .paged_attention_split_triton import merge_splits_kernel, split_k_views
 _LOG2E = 1.4426950408889634
 _SEARCH_BLOCK = tl.constexpr(128)  # sequences counted per step of the tile -> sequence search
 _MAX_SPLITS = 64
+ALL_QUERIES, DECODES_ONLY, PREFILLS_ONLY = 0, 1, 2  # `query_filter` of a launch
 _MIN_TILES_PER_SPLIT = 4
 
 
@@ -124,7 +125,7 @@ def _paged_attention_kernel(
     NUM_KV_HEADS: tl.constexpr, QUERIES_PER_KV: tl.constexpr, HEAD_DIM: tl.constexpr,
     HEAD_DIM_PAD: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     BLOCK_SIZE: tl.constexpr, DIRECT_GRID: tl.constexpr, SPLIT_K: tl.constexpr,
-    DOT_PRECISION: tl.constexpr,
+    QUERY_FILTER: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
     pid = tl.program_id(0)
     kv_head = pid % NUM_KV_HEADS
@@ -154,6 +155,12 @@ def _paged_attention_kernel(
     q_len = tl.load(query_start_loc_ptr + seq + 1) - q_start
     if local_tile * BLOCK_Q >= q_len:
         return
+    if QUERY_FILTER == 1:  # decodes only
+        if q_len != 1:
+            return
+    if QUERY_FILTER == 2:  # prefill chunks only
+        if q_len == 1:
+            return
     context_len = tl.load(seq_lens_ptr + seq) - q_len  # keys computed before this chunk
 
     # keys [0, kv_end) are visible to some row; keys < unmasked_end to every row
@@ -302,6 +309,27 @@ def paged_attention_triton(
     )
 
 
+def paged_attention_mixed(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    query_start_loc: torch.Tensor,
+    seq_lens: torch.Tensor,
+    block_tables: torch.Tensor,
+    scale: float,
+    max_query_len: int,
+    max_seq_len: int,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """`paged_attention_triton` for a step of decodes and prefill chunks: two launches, each with its
+    own tile shape (decodes: one token x the head group per tile; chunks: up to 128 rows), so decodes do
+    not run in prefill-sized tiles. Same arguments and result; still nothing read from the device."""
+    out = paged_attention_launch(q, k_cache, v_cache, query_start_loc, seq_lens, block_tables, scale, 1,
+                                 max_seq_len, out, query_filter=DECODES_ONLY)
+    return paged_attention_launch(q, k_cache, v_cache, query_start_loc, seq_lens, block_tables, scale,
+                                  max_query_len, max_seq_len, out, query_filter=PREFILLS_ONLY)
+
+
 def paged_attention_launch(
     q: torch.Tensor,
     k_cache: torch.Tensor,
@@ -315,8 +343,11 @@ def paged_attention_launch(
     out: torch.Tensor | None = None,
     num_splits: int | None = None,
     config: AttentionConfig | None = None,
+    query_filter: int = ALL_QUERIES,
 ) -> torch.Tensor:
-    """`paged_attention_triton` with the split count and tile config overridable (tests, benchmarks)."""
+    """`paged_attention_triton` with the split count and tile config overridable (tests, benchmarks).
+    `query_filter`: ALL_QUERIES, DECODES_ONLY (sequences with q_len == 1; give max_query_len=1) or
+    PREFILLS_ONLY (q_len > 1); the other sequences' rows are left untouched."""
     num_tokens, num_q_heads, head_dim = q.shape
     _, block_size, num_kv_heads, _ = k_cache.shape
     num_seqs = seq_lens.shape[0]
@@ -329,7 +360,8 @@ def paged_attention_launch(
     on_gpu = q.device.type == "cuda"
     num_sms = _num_sms(q.device)
     if config is None:
-        decode_programs_per_sm = num_tokens * num_kv_heads / num_sms
+        num_rows = num_seqs if query_filter == DECODES_ONLY else num_tokens
+        decode_programs_per_sm = num_rows * num_kv_heads / num_sms
         config = _pick_config(max_query_len, queries_per_kv, head_dim_pad, q.element_size(),
                               decode_programs_per_sm, on_gpu)
     block_q = config.block_q
@@ -360,7 +392,7 @@ def paged_attention_launch(
         *(partial_lse.stride()[:2] if split_k else (0, 0)),
         NUM_KV_HEADS=num_kv_heads, QUERIES_PER_KV=queries_per_kv, HEAD_DIM=head_dim,
         HEAD_DIM_PAD=head_dim_pad, BLOCK_Q=block_q, BLOCK_M=config.block_m, BLOCK_N=config.block_n,
-        BLOCK_SIZE=block_size, DIRECT_GRID=direct_grid, SPLIT_K=split_k,
+        BLOCK_SIZE=block_size, DIRECT_GRID=direct_grid, SPLIT_K=split_k, QUERY_FILTER=query_filter,
         DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
         num_warps=config.num_warps, num_stages=config.num_stages,
     )
@@ -369,6 +401,6 @@ def paged_attention_launch(
             out, partial_out, partial_lse, query_start_loc, num_seqs, num_splits,
             *out.stride(), *partial_out.stride()[:3], *partial_lse.stride()[:2],
             HEAD_DIM=head_dim, HEAD_DIM_PAD=head_dim_pad, SPLITS_PAD=triton.next_power_of_2(num_splits),
-            num_warps=4,
+            QUERY_FILTER=query_filter, num_warps=4,
         )
     return out

@@ -189,3 +189,41 @@ def test_prefix_hit_skips_computed_tokens() -> None:
     assert output.new_requests[0].num_computed_tokens == 16
     assert output.num_scheduled_tokens[second.request_id] == 1
     assert second.num_cached_tokens == 16
+
+
+def test_steps_with_decodes_cap_prefill_at_the_mixed_budget() -> None:
+    """While requests decode, a step carries at most mixed_step_token_budget tokens (prefill chunks at least
+    MIN_PREFILL_TOKENS_WITH_DECODES); a step without decodes still prefills up to max_num_batched_tokens."""
+    from omniserve.config import CacheConfig, SchedulerConfig
+    from omniserve.core.scheduler import MIN_PREFILL_TOKENS_WITH_DECODES, Scheduler
+
+    scheduler = Scheduler(
+        SchedulerConfig(max_num_batched_tokens=512, max_num_seqs=64, mixed_step_token_budget=48),
+        CacheConfig(block_size=4),
+        1024,
+    )
+    decoders = [make_request(num_prompt_tokens=3, max_tokens=50) for _ in range(10)]
+    for request in decoders:
+        scheduler.add_request(request)
+    output, _ = run_step(scheduler)  # no decodes yet: all prefills in one step
+    assert output.total_num_scheduled_tokens == 30
+    late = make_request(prompt=list(range(2000, 2200)), max_tokens=2)
+    scheduler.add_request(late)
+    output, _ = run_step(scheduler)
+    assert output.num_scheduled_tokens[late.request_id] == 48 - 10
+    assert output.total_num_scheduled_tokens == 48
+    while late.num_computed_tokens < 200:
+        output, _ = run_step(scheduler)
+        assert output.total_num_scheduled_tokens <= 48
+    more = [make_request(num_prompt_tokens=3, max_tokens=60) for _ in range(40)]
+    for request in more:
+        scheduler.add_request(request)
+    while any(r.num_output_tokens == 0 for r in more):
+        output, _ = run_step(scheduler)
+        decodes = sum(1 for n in output.num_scheduled_tokens.values() if n == 1)
+        assert output.total_num_scheduled_tokens <= max(48, decodes + MIN_PREFILL_TOKENS_WITH_DECODES)
+    last = make_request(prompt=list(range(1000, 1100)), max_tokens=2)  # no prefix-cache hit
+    scheduler.add_request(last)
+    output, _ = run_step(scheduler)  # 50 decodes exceed the budget: the prompt still gets its minimum
+    assert sum(1 for n in output.num_scheduled_tokens.values() if n == 1) == 50
+    assert output.num_scheduled_tokens[last.request_id] == MIN_PREFILL_TOKENS_WITH_DECODES

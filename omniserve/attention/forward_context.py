@@ -32,6 +32,9 @@ class AttentionMetadata:
     max_query_len: int  # host-known maxima, so launch grids never read device lengths
     max_seq_len: int
     num_tokens: int  # T
+    # attend decodes and prefill chunks in two launches, each with its own tile shape (worth it from a few
+    # decodes on; a CUDA graph of mixed steps always does, not knowing its batch)
+    split_decodes: bool = False
 
 
 @dataclass

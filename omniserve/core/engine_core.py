@@ -27,6 +27,7 @@ from omniserve.worker.side_stream_encoder import SideStreamEncoder
 
 logger = logging.getLogger("omniserve")
 ENCODER_WAIT_S = 0.05  # longest sleep of a step that waits on encoder workers
+AUTO_MIXED_STEP_TOKENS = 256  # mixed_step_token_budget on CUDA (see SchedulerConfig)
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,9 @@ class EngineCore:
             config.encoder.encoder_mode == "auto"
         ):  # resolved once, here: everything downstream sees the choice
             config = config.replace(encoder_mode="workers" if device.type == "cuda" else "inprocess")
+        if config.scheduler.mixed_step_token_budget == -1:
+            auto_budget = AUTO_MIXED_STEP_TOKENS if device.type == "cuda" else 0
+            config = config.replace(mixed_step_token_budget=auto_budget)
         self.config = config
         self.runner = ModelRunner(config, model_path, hf_config, device, dtype)
         worker_kinds = self._encoder_worker_kinds()
@@ -107,7 +111,7 @@ class EngineCore:
         num_pages = determine_num_pages(self.runner, reserved)
         self.runner.allocate_pool(num_pages, shared=bool(worker_kinds))  # shared before workers start
         self.runner.warm_up_kernels(max_model_len)
-        self.runner.capture_decode_graphs(max_model_len)
+        self.runner.capture_cuda_graphs(max_model_len)
         self.encoders: EncoderPool | SideStreamEncoder | None = None
         if config.encoder.encoder_mode == "side_stream":
             self.encoders = SideStreamEncoder(self.runner.model, self.runner.embedding_view)

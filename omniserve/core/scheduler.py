@@ -5,6 +5,9 @@ a token budget (`max_num_batched_tokens`) in this order:
   1. running requests that decode (owe exactly one token),
   2. running requests in the middle of a (chunked) prefill, oldest first,
   3. waiting requests, first come first served, after a prefix-cache lookup.
+Once decodes are in, a step that carries any caps the rest at `mixed_step_token_budget` (prefill chunks
+get at least MIN_PREFILL_TOKENS_WITH_DECODES), so a long prompt arriving cannot stretch the running
+requests' next token: it prefills over several steps instead of one.
 When the pool runs out of pages, the most recently admitted running request that is not yet scheduled in
 this step is preempted: its pages are freed and it waits at the front of the queue to be recomputed
 (its tokens are kept, so its output does not change). No new request is admitted in a step that preempted.
@@ -37,6 +40,8 @@ from omniserve.core.scheduler_output import (
 )
 from omniserve.request import Request, RequestStatus
 from omniserve.worker.encoder_messages import EncoderResult
+
+MIN_PREFILL_TOKENS_WITH_DECODES = 32  # prefill progress per step however many requests decode
 
 
 class Scheduler:
@@ -130,18 +135,29 @@ class Scheduler:
         cap = self.config.long_prefill_token_threshold
         return min(owed, budget, cap) if cap > 0 else min(owed, budget)
 
+    def _cap_for_decodes(self, budget: int, num_decode_tokens: int) -> int:
+        """The budget left for prefill chunks in a step that already carries `num_decode_tokens` decodes."""
+        mixed = self.config.mixed_step_token_budget
+        if mixed <= 0 or num_decode_tokens == 0:
+            return budget
+        return min(budget, max(mixed - num_decode_tokens, MIN_PREFILL_TOKENS_WITH_DECODES))
+
     def schedule(self) -> SchedulerOutput:
         budget = self.config.max_num_batched_tokens
         scheduled: dict[str, int] = {}
         preempted: list[Request] = []
         self.media.begin_step(self.running)
+        num_decode_tokens, capped = 0, False
 
         # 1 + 2: running requests, decodes before partial prefills (stable: oldest first within each).
         for request in sorted(self.running, key=lambda r: r.num_tokens - r.num_computed_tokens > 1):
-            if budget == 0:
-                break
             if request.status != RequestStatus.RUNNING:  # preempted earlier in this loop
                 continue
+            is_decode = request.num_tokens - request.num_computed_tokens == 1
+            if not is_decode and not capped:  # decodes are all in: the rest of the step is prefill
+                budget, capped = self._cap_for_decodes(budget, num_decode_tokens), True
+            if budget == 0:
+                break
             num_new = self._chunk(request, request.num_computed_tokens, budget)
             if request.mm_items:
                 num_new = self.media.acquire(request, request.num_computed_tokens, num_new)
@@ -158,8 +174,11 @@ class Scheduler:
             if request.status == RequestStatus.RUNNING:
                 scheduled[request.request_id] = num_new
                 budget -= num_new
+                num_decode_tokens += num_new if is_decode else 0
 
         # 3: waiting requests, only if nobody was preempted (they would take the pages back at once).
+        if not capped:
+            budget = self._cap_for_decodes(budget, num_decode_tokens)
         new_request_ids: set[str] = set()
         skipped: list[Request] = []
         while self.waiting and budget > 0 and not preempted and len(self.running) < self.config.max_num_seqs:

@@ -76,9 +76,9 @@ class DecodeGraphs:
             return self.model(self.input_ids[:size], self.positions[..., :size])
 
     @torch.inference_mode()
-    def capture(self) -> None:
+    def capture(self, pool=None) -> None:
         """Capture every size, largest first (its warm-up allocates the largest scratch buffers)."""
-        pool = torch.cuda.graph_pool_handle()
+        pool = pool if pool is not None else torch.cuda.graph_pool_handle()
         stream = torch.cuda.Stream(self.device)
         stream.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(stream):

@@ -48,18 +48,21 @@ def warm_up_attention(
                 num_tokens = query_len_here * num_seqs
                 pages_per_seq = -(-seq_len // block_size)
                 block_tables = (torch.arange(pages_per_seq, device=device) % num_pages).to(torch.int32)
-                metadata = AttentionMetadata(
-                    query_start_loc=torch.arange(
-                        0, num_tokens + 1, query_len_here, device=device, dtype=torch.int32
-                    ),
-                    seq_lens=torch.full((num_seqs,), seq_len, device=device, dtype=torch.int32),
-                    block_tables=block_tables.repeat(num_seqs, 1),
-                    slot_mapping=torch.full((num_tokens,), -1, device=device, dtype=torch.long),
-                    max_query_len=query_len_here,
-                    max_seq_len=seq_len,
-                    num_tokens=num_tokens,
-                )
                 q = torch.zeros(num_tokens, num_q_heads, head_dim, device=device, dtype=dtype)
-                attend(q, k_cache, v_cache, metadata, scale, None)
-                calls += 1
+                # steps with chunks attend in one launch, or decodes and chunks in two (variants of their own)
+                for split_decodes in (False, True) if query_len_here > 1 else (False,):
+                    metadata = AttentionMetadata(
+                        query_start_loc=torch.arange(
+                            0, num_tokens + 1, query_len_here, device=device, dtype=torch.int32
+                        ),
+                        seq_lens=torch.full((num_seqs,), seq_len, device=device, dtype=torch.int32),
+                        block_tables=block_tables.repeat(num_seqs, 1),
+                        slot_mapping=torch.full((num_tokens,), -1, device=device, dtype=torch.long),
+                        max_query_len=query_len_here,
+                        max_seq_len=seq_len,
+                        num_tokens=num_tokens,
+                        split_decodes=split_decodes,
+                    )
+                    attend(q, k_cache, v_cache, metadata, scale, None)
+                    calls += 1
     return calls

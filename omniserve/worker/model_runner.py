@@ -40,6 +40,7 @@ from omniserve.worker.embedding_pages import embedding_view, write_rows
 from omniserve.worker.sampler import Sampler, SamplingRow
 
 logger = logging.getLogger("omniserve")
+SPLIT_DECODES_FROM = 8  # eager steps with chunks: decodes get their own attention launch from this many
 
 
 @dataclass
@@ -110,6 +111,7 @@ class ModelRunner:
         self.num_kv_heads, self.head_dim = layers[0].num_kv_heads, layers[0].head_dim
         self.pool: torch.Tensor | None = None
         self.decode_graphs = None  # DecodeGraphs once captured
+        self.mixed_graphs = None  # MixedGraphs once captured
         self.uses_mrope = getattr(self.model, "uses_mrope", False)
         self.hidden_size = self.model.model.embed_tokens.embedding_dim
         self.embedding_view: torch.Tensor | None = None  # [num_pages, rows_per_page, H]
@@ -265,12 +267,20 @@ class ModelRunner:
             max_query_len=1,
         )
 
+    def _to_device(self, array: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(array).to(self.device, non_blocking=True)
+
+    def _media_rows(self, batch: HostBatch) -> MediaRows | None:
+        if batch.media_dest is None:
+            return None
+        pages, rows = self._to_device(batch.media_page), self._to_device(batch.media_row)
+        return MediaRows(self._to_device(batch.media_dest), self.embedding_view[pages, rows])
+
     def _device_inputs(
         self, batch: HostBatch
     ) -> tuple[torch.Tensor, torch.Tensor, AttentionMetadata, MediaRows | None]:
-        def to_device(array: np.ndarray) -> torch.Tensor:
-            return torch.from_numpy(array).to(self.device, non_blocking=True)
-
+        to_device = self._to_device
+        num_decodes = int(np.count_nonzero(np.diff(batch.query_start_loc) == 1))
         metadata = AttentionMetadata(
             query_start_loc=to_device(batch.query_start_loc),
             seq_lens=to_device(batch.seq_lens),
@@ -279,26 +289,32 @@ class ModelRunner:
             max_query_len=batch.max_query_len,
             max_seq_len=int(batch.seq_lens.max()),
             num_tokens=int(batch.query_start_loc[-1]),
+            split_decodes=num_decodes >= SPLIT_DECODES_FROM,
         )
-        media = None
-        if batch.media_dest is not None:
-            pages, rows = to_device(batch.media_page), to_device(batch.media_row)
-            media = MediaRows(to_device(batch.media_dest), self.embedding_view[pages, rows])
         positions = to_device(np.ascontiguousarray(batch.positions))
-        return to_device(batch.input_ids), positions, metadata, media
+        return to_device(batch.input_ids), positions, metadata, self._media_rows(batch)
 
     def _forward_context(self, metadata: AttentionMetadata) -> ForwardContext:
         return ForwardContext(metadata, self.backend, self.backend.plan(metadata, self.block_size))
 
     def _forward(self, batch: HostBatch) -> torch.Tensor:
-        """One forward over the flattened batch: a graph replay for decode-only steps when captured."""
-        size = None
+        """One forward over the flattened batch: a graph replay when one was captured for its shape
+        (decode-only steps by batch size, steps with prefill chunks by token count), else eager."""
+        num_seqs = len(batch.seq_lens)
         if self.decode_graphs is not None and batch.max_query_len == 1:
-            size = self.decode_graphs.padded_size(len(batch.seq_lens))
-        if size is not None:
-            return self.decode_graphs.run(
-                size, batch.input_ids, batch.positions, batch.slot_mapping, batch.seq_lens, batch.block_tables
-            )
+            size = self.decode_graphs.padded_size(num_seqs)
+            if size is not None:
+                return self.decode_graphs.run(
+                    size, batch.input_ids, batch.positions, batch.slot_mapping, batch.seq_lens,
+                    batch.block_tables,
+                )  # fmt: skip
+        if self.mixed_graphs is not None and batch.max_query_len > 1:
+            size = self.mixed_graphs.padded_size(len(batch.input_ids), num_seqs)
+            if size is not None:
+                return self.mixed_graphs.run(
+                    size, self._to_device(batch.input_ids), batch.positions, batch.slot_mapping,
+                    batch.query_start_loc, batch.seq_lens, batch.block_tables, self._media_rows(batch),
+                )  # fmt: skip
         input_ids, positions, metadata, media = self._device_inputs(batch)
         with forward_context(self._forward_context(metadata)):
             if media is not None:
@@ -322,17 +338,27 @@ class ModelRunner:
             return
         logger.info("attention kernels warmed up (%d shapes)", calls)
 
-    def capture_decode_graphs(self, max_model_len: int) -> None:
-        """Capture decode-only forwards (CUDA with a sync-free attention backend only)."""
+    def capture_cuda_graphs(self, max_model_len: int) -> None:
+        """Capture decode-only forwards by batch size and forwards with prefill chunks by token count
+        (CUDA with a sync-free attention backend only), sharing one memory pool."""
         if self.device.type != "cuda" or not self.config.device.cuda_graphs or self.backend.name != "triton":
             return
         from omniserve.worker.cuda_graphs import DecodeGraphs
+        from omniserve.worker.mixed_graphs import MAX_GRAPH_TOKENS, MixedGraphs
 
-        max_batch = min(self.config.scheduler.max_num_seqs, 512)
+        scheduler = self.config.scheduler
+        pool = torch.cuda.graph_pool_handle()
+        max_tokens = min(scheduler.max_num_batched_tokens, MAX_GRAPH_TOKENS)
+        self.mixed_graphs = MixedGraphs(
+            self.model, self.backend, self.device, max_tokens, scheduler.max_num_seqs, max_model_len,
+            self.block_size, self.uses_mrope,
+        )  # fmt: skip
+        self.mixed_graphs.capture(pool)
+        max_batch = min(scheduler.max_num_seqs, 512)
         self.decode_graphs = DecodeGraphs(
             self.model, self.backend, self.device, max_batch, max_model_len, self.block_size, self.uses_mrope
         )
-        self.decode_graphs.capture()
+        self.decode_graphs.capture(pool)
 
     @torch.inference_mode()
     def execute(self, scheduler_output: SchedulerOutput) -> ModelRunnerOutput:

@@ -110,6 +110,30 @@ def test_split_runs_sized_per_sequence() -> None:
     check(batch, torch.float32, num_splits=16, config=config)
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("num_splits", [None, 3])
+def test_mixed_two_launches(dtype: torch.dtype, num_splits: int | None) -> None:
+    """Decodes and prefill chunks in separate launches (each its own tile shape) give the reference, also
+    with split-K in both (the merges must each touch only their own launch's rows)."""
+    batch = make_batch([1, 7, 1, 1, 12, 1], [30, 20, 9, 0, 6, 50], 4, 64, 4, dtype, num_pad_tokens=2)
+    args = batch.args()
+    expected = reference.paged_attention_torch(*(a.float() if i < 3 else a for i, a in enumerate(args)))
+    out = torch.full_like(batch.q, float("nan"))
+    triton_attention.paged_attention_launch(*args[:7], 1, batch.max_seq_len, out, num_splits,
+                                            query_filter=triton_attention.DECODES_ONLY)
+    decode_rows = batch.query_start_loc[:-1][(batch.query_start_loc.diff() == 1)].long()
+    assert not out[decode_rows].isnan().any()
+    prefill_rows = torch.tensor([1, 2, 3, 4, 5, 6, 7], device=out.device)
+    assert out[prefill_rows].isnan().all(), "a decode launch must not touch prefill rows"
+    prefills_only = triton_attention.PREFILLS_ONLY
+    triton_attention.paged_attention_launch(*args, out, num_splits, query_filter=prefills_only)
+    num_scheduled = int(batch.query_start_loc[-1])
+    assert_close(out[:num_scheduled], expected[:num_scheduled], dtype)
+    assert out[num_scheduled:].isnan().all()
+    out2 = triton_attention.paged_attention_mixed(*args)
+    assert_close(out2[:num_scheduled], expected[:num_scheduled], dtype)
+
+
 def test_public_entry_point_allocates_output() -> None:
     batch = make_batch([2, 1], [5, 9], 4, 64, 4, torch.float32)
     expected = reference.paged_attention_torch(*batch.args())
