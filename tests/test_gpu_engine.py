@@ -36,6 +36,7 @@ def test_triton_backend_and_cuda_graphs_match_the_torch_path(checkpoint) -> None
     expected = [o.token_ids for o in reference]
     assert [o.token_ids for o in eager.generate(prompts(), params)] == expected
     assert [o.token_ids for o in graphed.generate(prompts(), params)] == expected
+    assert graphed.engine.runner.mixed_graphs.num_replays > 0  # steps with chunks ran as graphs too
     assert graphed.stats().num_preemptions > 0  # the small pool forced recompute on the graph path too
 
 
@@ -47,3 +48,32 @@ def test_pool_is_sized_from_free_memory(checkpoint) -> None:
     assert 0.1 * total < pool_bytes < 0.3 * total
     out = omni.generate({"prompt_token_ids": [1, 2, 3]}, SamplingParams(max_tokens=4, ignore_eos=True))[0]
     assert len(out.token_ids) == 4
+
+
+def test_media_prompts_through_graphs_match_the_torch_path(tmp_path) -> None:
+    """Tiny Qwen2.5-Omni: image + audio prompts beside decodes; chunks with media rows replay the graphs of
+    steps with prefill chunks (embeddings merged into the static buffer) and match the torch path."""
+    import numpy as np
+    from PIL import Image
+
+    from omniserve.demo_omni import build_qwen2_5_omni_checkpoint
+
+    path = build_qwen2_5_omni_checkpoint(tmp_path / "omni", seed=7, weight_scale=4.0)
+
+    def prompt(index: int) -> dict:
+        rng = np.random.default_rng(index)
+        picture = Image.fromarray(rng.integers(0, 256, (56 + 28 * index, 84, 3), dtype=np.uint8))
+        audio = (0.3 * np.sin(np.arange(16000 * (1 + index)) / (7.0 + index))).astype(np.float32)
+        return {"messages": [{"role": "user", "content": [
+            {"type": "image", "image": picture}, {"type": "audio", "audio": (audio, 16000)},
+            {"type": "text", "text": f"Describe {index}."}]}]}  # fmt: skip
+
+    params = SamplingParams(temperature=0.0, max_tokens=8, ignore_eos=True)
+    common = dict(device="cuda", dtype="float32", block_size=4, num_kv_blocks=600, max_num_batched_tokens=48,
+                  encoder_mode="inprocess")  # fmt: skip
+    torch_path = Omni(str(path), attention_backend="torch", **common)
+    reference = torch_path.generate([prompt(i) for i in range(3)], params)
+    graphed = Omni(str(path), attention_backend="triton", **common)
+    outputs = graphed.generate([prompt(i) for i in range(3)], params)
+    assert [o.token_ids for o in outputs] == [o.token_ids for o in reference]
+    assert graphed.engine.runner.mixed_graphs.num_replays > 0

@@ -74,6 +74,7 @@ class MixedGraphs:
         self.block_tables = torch.zeros((max_seqs, max_pages), dtype=torch.int32, device=device)
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.outputs: dict[int, torch.Tensor] = {}  # size -> static hidden [size, H]
+        self.num_replays = 0
 
     def num_seqs_for(self, size: int) -> int:
         return min(size, self.max_num_seqs)
@@ -164,4 +165,5 @@ class MixedGraphs:
         columns = block_tables.shape[1]
         to_device(block_tables, self.block_tables[:num_seqs, :columns])
         self.graphs[size].replay()
+        self.num_replays += 1
         return self.outputs[size][:num_tokens]
