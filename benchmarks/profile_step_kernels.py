@@ -116,6 +116,7 @@ def main() -> None:
         num_kv_blocks=12288,
         max_num_seqs=max(args.batches) + 1,
         max_num_batched_tokens=16384,
+        mixed_step_token_budget=0,  # the batch prefills at once, as in bench_decode.py
     )
     engine = EngineCore(config)
     print(f"engine start {time.perf_counter() - start:.1f} s", flush=True)

@@ -41,10 +41,10 @@ class SchedulerConfig:
     max_num_batched_tokens: int = 2048  # token budget of one step (decode + prefill chunks)
     max_num_seqs: int = 256  # requests running at once
     long_prefill_token_threshold: int = 0  # cap one request's chunk; 0 = up to the whole budget
-    # token budget of a step that also decodes (keeps running requests' inter-token latency low while
-    # prompts prefill): -1 = auto (256 on CUDA, where a 256-token step of a 7B model costs ~1.2x a decode
-    # step on an H200; off elsewhere), 0 = off (max_num_batched_tokens), N = at most N tokens, of which
-    # prefill chunks always get at least 32
+    # Token budget of a step that also decodes, for serving: keeps running requests' inter-token latency
+    # low while prompts prefill. N: a step with D decodes carries at most max(N, 1.5 D) tokens (prefill
+    # chunks at least 32); 0 = off (max_num_batched_tokens, best throughput: the offline `Omni` default);
+    # -1 = auto: 256 on CUDA (a 256-token step of a 7B model costs ~1.4x a decode step on an H200), else off
     mixed_step_token_budget: int = -1
     max_num_encoder_tokens: int = 4096  # media embedding rows encoded per step (a bigger item runs alone)
 

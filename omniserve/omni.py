@@ -41,6 +41,8 @@ class Omni:
         """`engine_options` are the fields of `EngineConfig`'s sub-configs, flat: device, dtype, block_size,
         num_kv_blocks, max_num_batched_tokens, max_num_seqs, attention_backend, enable_prefix_caching,
         load_format, max_model_len, seed, ..."""
+        # offline batches want throughput: prompts prefill in whole steps even while others decode
+        engine_options.setdefault("mixed_step_token_budget", 0)
         self.config = EngineConfig.from_kwargs(model=model, **engine_options)
         self.engine = EngineCore(self.config)
         self.tokenizer = load_tokenizer(self.engine.info.model_path)

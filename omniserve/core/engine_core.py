@@ -8,6 +8,7 @@ Loads the checkpoint, sizes the page pool, and owns the scheduler (CPU bookkeepi
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,7 +102,9 @@ class EngineCore:
             auto_budget = AUTO_MIXED_STEP_TOKENS if device.type == "cuda" else 0
             config = config.replace(mixed_step_token_budget=auto_budget)
         self.config = config
+        started = time.perf_counter()
         self.runner = ModelRunner(config, model_path, hf_config, device, dtype)
+        loaded = time.perf_counter()
         worker_kinds = self._encoder_worker_kinds()
         reserved = 0
         if worker_kinds:  # workers hold the towers: drop ours, leave room for theirs on this device
@@ -110,8 +113,14 @@ class EngineCore:
             reserved = hand_towers_to_workers(self.runner, worker_kinds, same_device)
         num_pages = determine_num_pages(self.runner, reserved)
         self.runner.allocate_pool(num_pages, shared=bool(worker_kinds))  # shared before workers start
+        sized = time.perf_counter()
         self.runner.warm_up_kernels(max_model_len)
+        warmed = time.perf_counter()
         self.runner.capture_cuda_graphs(max_model_len)
+        logger.info(
+            "engine start: load %.1f s, pool sizing %.1f s, kernel warm-up %.1f s, CUDA graphs %.1f s",
+            loaded - started, sized - loaded, warmed - sized, time.perf_counter() - warmed,
+        )  # fmt: skip
         self.encoders: EncoderPool | SideStreamEncoder | None = None
         if config.encoder.encoder_mode == "side_stream":
             self.encoders = SideStreamEncoder(self.runner.model, self.runner.embedding_view)

@@ -5,9 +5,9 @@ a token budget (`max_num_batched_tokens`) in this order:
   1. running requests that decode (owe exactly one token),
   2. running requests in the middle of a (chunked) prefill, oldest first,
   3. waiting requests, first come first served, after a prefix-cache lookup.
-Once decodes are in, a step that carries any caps the rest at `mixed_step_token_budget` (prefill chunks
-get at least MIN_PREFILL_TOKENS_WITH_DECODES), so a long prompt arriving cannot stretch the running
-requests' next token: it prefills over several steps instead of one.
+Once decodes are in, a step that carries D of them holds at most max(`mixed_step_token_budget`, 1.5 D)
+tokens (prefill chunks get at least MIN_PREFILL_TOKENS_WITH_DECODES), so a long prompt arriving cannot
+stretch the running requests' next token: it prefills over several steps instead of one.
 When the pool runs out of pages, the most recently admitted running request that is not yet scheduled in
 this step is preempted: its pages are freed and it waits at the front of the queue to be recomputed
 (its tokens are kept, so its output does not change). No new request is admitted in a step that preempted.
@@ -140,7 +140,9 @@ class Scheduler:
         mixed = self.config.mixed_step_token_budget
         if mixed <= 0 or num_decode_tokens == 0:
             return budget
-        return min(budget, max(mixed - num_decode_tokens, MIN_PREFILL_TOKENS_WITH_DECODES))
+        # a step of many decodes is compute-bound already: there, 1.5x the tokens is ~1.5x its time
+        step_tokens = max(mixed, 3 * num_decode_tokens // 2)
+        return min(budget, max(step_tokens - num_decode_tokens, MIN_PREFILL_TOKENS_WITH_DECODES))
 
     def schedule(self) -> SchedulerOutput:
         budget = self.config.max_num_batched_tokens
