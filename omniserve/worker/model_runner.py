@@ -270,7 +270,7 @@ class ModelRunner:
     def _to_device(self, array: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(array).to(self.device, non_blocking=True)
 
-    def _media_rows(self, batch: HostBatch) -> MediaRows | None:
+    def _device_media_rows(self, batch: HostBatch) -> MediaRows | None:
         if batch.media_dest is None:
             return None
         pages, rows = self._to_device(batch.media_page), self._to_device(batch.media_row)
@@ -292,7 +292,7 @@ class ModelRunner:
             split_decodes=num_decodes >= SPLIT_DECODES_FROM,
         )
         positions = to_device(np.ascontiguousarray(batch.positions))
-        return to_device(batch.input_ids), positions, metadata, self._media_rows(batch)
+        return to_device(batch.input_ids), positions, metadata, self._device_media_rows(batch)
 
     def _forward_context(self, metadata: AttentionMetadata) -> ForwardContext:
         return ForwardContext(metadata, self.backend, self.backend.plan(metadata, self.block_size))
@@ -313,7 +313,7 @@ class ModelRunner:
             if size is not None:
                 return self.mixed_graphs.run(
                     size, self._to_device(batch.input_ids), batch.positions, batch.slot_mapping,
-                    batch.query_start_loc, batch.seq_lens, batch.block_tables, self._media_rows(batch),
+                    batch.query_start_loc, batch.seq_lens, batch.block_tables, self._device_media_rows(batch),
                 )  # fmt: skip
         input_ids, positions, metadata, media = self._device_inputs(batch)
         with forward_context(self._forward_context(metadata)):
