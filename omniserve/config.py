@@ -15,6 +15,7 @@ ATTENTION_BACKENDS = ("auto", "torch", "triton")
 LOAD_FORMATS = ("auto", "dummy")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 ENCODER_MODES = ("auto", "inprocess", "side_stream", "workers")
+ASYNC_SCHEDULING = ("auto", "on", "off")
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,10 @@ class SchedulerConfig:
     max_num_seqs: int = 256  # requests running at once
     long_prefill_token_threshold: int = 0  # cap one request's chunk; 0 = up to the whole budget
     max_num_encoder_tokens: int = 4096  # media embedding rows encoded per step (a bigger item runs alone)
+    # "on": step N+1 is scheduled and launched before step N's tokens are read back, so the host work of the
+    # engine overlaps the forward on the GPU (outputs come one step later); "off": one step at a time;
+    # "auto": on for CUDA devices, off elsewhere (on the CPU there is nothing to overlap).
+    async_scheduling: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -137,6 +142,8 @@ def validate(config: EngineConfig) -> None:
         raise ValueError(f"max_num_encoder_tokens must be positive, got {s.max_num_encoder_tokens}")
     if s.long_prefill_token_threshold < 0:
         raise ValueError("long_prefill_token_threshold must be >= 0")
+    if s.async_scheduling not in ASYNC_SCHEDULING:
+        raise ValueError(f"async_scheduling must be one of {ASYNC_SCHEDULING}, got {s.async_scheduling!r}")
     if d.attention_backend not in ATTENTION_BACKENDS:
         raise ValueError(
             f"attention_backend must be one of {ATTENTION_BACKENDS}, got {d.attention_backend!r}"
