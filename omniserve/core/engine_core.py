@@ -222,6 +222,7 @@ class EngineCore:
         sleeps until a worker reports (at most `ENCODER_WAIT_S`, or until a `wake_on` connection, e.g. the
         engine process's input pipe, is readable) instead of spinning. Async: outputs of the step before."""
         outputs = self.scheduler.on_encoder_results(self.encoders.poll()) if self.encoders else []
+        read_back_a_step = self._in_flight is not None  # (async) then there are outputs: do not sleep
         scheduler_output = self.scheduler.schedule()
         step: tuple[SchedulerOutput, InFlightStep] | None = (
             scheduler_output,
@@ -236,7 +237,12 @@ class EngineCore:
             outputs += self._update_from(step)
         if self._held_jobs is not None:
             self._held_jobs.send()  # no step was in flight while they were scheduled
-        if self.encoders and scheduler_output.is_empty and self.scheduler.media.num_in_flight:
+        if (
+            self.encoders
+            and scheduler_output.is_empty
+            and not read_back_a_step
+            and self.scheduler.media.num_in_flight
+        ):
             self.encoders.wait(ENCODER_WAIT_S, wake_on)
         return outputs
 
