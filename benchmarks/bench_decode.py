@@ -106,7 +106,9 @@ def run_hf(path: str, batches: list[int]) -> dict[int, float]:
     return results
 
 
-def run_engine(path: str, batches: list[int], num_kv_blocks: int) -> dict[int, dict[str, float]]:
+def run_engine(
+    path: str, batches: list[int], num_kv_blocks: int, async_scheduling: str = "auto"
+) -> dict[int, dict[str, float]]:
     from omniserve.config import EngineConfig
     from omniserve.core.engine_core import EngineCore
     from omniserve.core.messages import EngineCoreRequest
@@ -120,6 +122,7 @@ def run_engine(path: str, batches: list[int], num_kv_blocks: int) -> dict[int, d
         max_num_seqs=max(batches),
         max_num_batched_tokens=16384,
         mixed_step_token_budget=0,  # offline batch, as `Omni` runs it: throughput first
+        async_scheduling=async_scheduling,
     )
     start = time.perf_counter()
     engine = EngineCore(config)
@@ -165,12 +168,13 @@ def main() -> None:
     parser.add_argument("--skip-hf", action="store_true")
     parser.add_argument("--num-kv-blocks", type=int, default=12288)  # 196k tokens of KV (11 GB)
     parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--async-scheduling", default="auto", choices=["auto", "on", "off"])
     args = parser.parse_args()
 
     path = make_checkpoint_dir()
     bandwidth = copy_bandwidth()
     hf = {} if args.skip_hf else run_hf(path, args.batches)
-    ours = run_engine(path, args.batches, args.num_kv_blocks)
+    ours = run_engine(path, args.batches, args.num_kv_blocks, args.async_scheduling)
     h, layers, kv_heads, head_dim = 3584, 28, 4, 128
     weight_bytes = 2 * (152064 * h * 2 + layers * (h * h * 2 + 2 * h * kv_heads * head_dim + 3 * h * 18944))
     kv_bytes_per_token = 2 * layers * 2 * kv_heads * head_dim
@@ -202,6 +206,7 @@ def main() -> None:
         "torch": torch.__version__,
         "triton": __import__("triton").__version__,
         "commit": commit,
+        "async_scheduling": args.async_scheduling,
         "copy_bandwidth_TBps": bandwidth / 1e12,
         "weight_bytes": weight_bytes,
         "rows": rows,
@@ -212,6 +217,7 @@ def main() -> None:
     lines = [
         f"Decode, qwen2.5-7b shapes (dummy bf16), prompt {PROMPT_LEN}, {NEW_TOKENS} new tokens; "
         f"{report['gpu']}, torch {report['torch']}, triton {report['triton']}, commit {commit}, "
+        f"async scheduling {args.async_scheduling}, "
         f"copy bandwidth {bandwidth / 1e12:.2f} TB/s",
         "",
         "| batch | HF tok/s | omniserve tok/s | x HF | decode tok/s | floor tok/s | % floor | prefill s |",

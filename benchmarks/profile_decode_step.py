@@ -3,7 +3,8 @@
     python benchmarks/profile_decode_step.py --batches 64 256
 
 Same model and prompts as bench_decode.py. After the prefill, times STEPS decode steps with a device sync at
-each phase boundary (the syncs cost a little; the phases then add up to the step).
+each phase boundary (the syncs cost a little; the phases then add up to the step). The phases are those of a
+sync step (async scheduling off): with it on, the host phases overlap the forward (bench_decode.py).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ def main() -> None:
         num_kv_blocks=12288,
         max_num_seqs=max(args.batches),
         max_num_batched_tokens=16384,
+        async_scheduling="off",  # this script drives the phases of one step itself
     )
     engine = EngineCore(config)
     runner, scheduler = engine.runner, engine.scheduler

@@ -15,6 +15,7 @@ ATTENTION_BACKENDS = ("auto", "torch", "triton")
 LOAD_FORMATS = ("auto", "dummy")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 ENCODER_MODES = ("auto", "inprocess", "side_stream", "workers")
+ASYNC_SCHEDULING = ("auto", "on", "off")
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,10 @@ class SchedulerConfig:
     # -1 = auto: 256 on CUDA (a 256-token step of a 7B model costs ~1.4x a decode step on an H200), else off
     mixed_step_token_budget: int = -1
     max_num_encoder_tokens: int = 4096  # media embedding rows encoded per step (a bigger item runs alone)
+    # "on": step N+1 is scheduled and launched before step N's tokens are read back, so the host work of the
+    # engine overlaps the forward on the GPU (outputs come one step later); "off": one step at a time;
+    # "auto": on for CUDA devices, off elsewhere (on the CPU there is nothing to overlap).
+    async_scheduling: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -144,6 +149,8 @@ def validate(config: EngineConfig) -> None:
         raise ValueError("long_prefill_token_threshold must be >= 0")
     if s.mixed_step_token_budget < -1:
         raise ValueError("mixed_step_token_budget must be -1 (auto), 0 (off) or positive")
+    if s.async_scheduling not in ASYNC_SCHEDULING:
+        raise ValueError(f"async_scheduling must be one of {ASYNC_SCHEDULING}, got {s.async_scheduling!r}")
     if d.attention_backend not in ATTENTION_BACKENDS:
         raise ValueError(
             f"attention_backend must be one of {ATTENTION_BACKENDS}, got {d.attention_backend!r}"

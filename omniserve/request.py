@@ -5,9 +5,14 @@ outputs) and `num_computed_tokens` of them have KV in the page pool; each step t
 some tokens so that `num_computed_tokens` catches up with `num_tokens`. Prefill, chunked prefill,
 prefix-cache hits, preemption (reset `num_computed_tokens` to 0) and decode all follow from that.
 
-    all_token_ids:  [ p0 p1 ... p(P-1) | o0 o1 ... o(O-1) ]
+    all_token_ids:  [ p0 p1 ... p(P-1) | o0 o1 ... o(O-1) ] (+ pending)
                       num_prompt_tokens   num_output_tokens
                     [<-- num_computed_tokens -->|<- owed ->]
+
+With async scheduling a step is scheduled before the previous step's sampled tokens reach the host: a token
+that a scheduled step will sample, and that is not appended yet, counts in `num_pending_tokens`. It is owed
+like a known token (the runner feeds it from the device), so a request owes
+`num_tokens + num_pending_tokens - num_computed_tokens`.
 """
 
 from __future__ import annotations
@@ -58,6 +63,7 @@ class Request:
     num_computed_tokens: int = 0  # tokens whose KV is in the pool (or scheduled this step)
     num_cached_tokens: int = 0  # prompt tokens served by the prefix cache on admission
     num_preemptions: int = 0
+    num_pending_tokens: int = 0  # sampled by scheduled steps, not appended yet (async scheduling: 0 to 2)
     stop_token_id: int | None = None  # the id that stopped it, if any
     # Chained content hashes of this request's full blocks, filled lazily by the page pool.
     block_hashes: list[bytes] = field(default_factory=list)
@@ -76,6 +82,11 @@ class Request:
     @property
     def num_tokens(self) -> int:
         return self.num_prompt_tokens + self.num_output_tokens
+
+    @property
+    def num_owed_tokens(self) -> int:
+        """Tokens to compute before this request's next token: known ones and those still in flight."""
+        return self.num_tokens + self.num_pending_tokens - self.num_computed_tokens
 
     @property
     def all_token_ids(self) -> list[int]:

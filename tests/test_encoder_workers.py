@@ -39,10 +39,10 @@ def towers(checkpoint) -> MediaTowers:
     return towers.eval()
 
 
-def engine(checkpoint, mode: str) -> EngineCore:
+def engine(checkpoint, mode: str, async_scheduling: str = "auto") -> EngineCore:
     config = EngineConfig.from_kwargs(
         model=str(checkpoint), device="cpu", dtype="float32", num_kv_blocks=96, block_size=16,
-        max_num_batched_tokens=48, encoder_mode=mode,
+        max_num_batched_tokens=48, encoder_mode=mode, async_scheduling=async_scheduling,
     )  # fmt: skip
     return EngineCore(config)
 
@@ -122,6 +122,29 @@ def test_workers_give_the_same_greedy_tokens_as_in_process_encoding(towers, inpr
     assert all(len(tokens) == MAX_TOKENS and reason == "length" for tokens, reason, _ in expected.values())
     assert got == expected
     assert workers.scheduler.media.num_in_flight == 0
+
+
+@pytest.mark.parametrize("mode", ["inprocess", "workers", "side_stream"])
+def test_async_scheduling_gives_the_same_tokens_with_every_encoder_mode(
+    checkpoint, towers, inprocess, mode
+) -> None:
+    """Async scheduling: in-process jobs run in the launched step, side-stream jobs in stream order, worker
+    jobs are sent once the step in flight is done (pages freed under it may be theirs)."""
+    batch = [
+        request(towers, "image", ["image"], 1),
+        request(towers, "video+audio", ["video"], 3),
+        request(towers, "mixed", ["image", "audio", "image"], 4),
+    ]
+    expected = run(inprocess, batch)
+    core = engine(checkpoint, mode, async_scheduling="on")
+    try:
+        assert run(core, batch) == expected
+        assert core.scheduler.media.num_in_flight == 0 and core._in_flight is None
+        assert core.stats().num_kv_blocks_free == core.stats().num_kv_blocks_total
+        if mode == "workers":
+            assert core._held_jobs is not None and core._held_jobs.held == []
+    finally:
+        core.shutdown()
 
 
 def test_a_killed_worker_fails_its_request_is_restarted_and_serving_goes_on(
@@ -204,6 +227,9 @@ def test_side_stream_mode_gives_the_inprocess_tokens(tmp_path) -> None:
     side = Omni(str(path), encoder_mode="side_stream", **setup)
     assert [o.token_ids for o in side.generate(prompts, params)] == expected
     assert side.stats().num_kv_blocks_free == side.stats().num_kv_blocks_total
+    for mode in ("inprocess", "side_stream"):  # M-RoPE positions and media rows with async scheduling too
+        overlapped = Omni(str(path), encoder_mode=mode, async_scheduling="on", **setup)
+        assert [o.token_ids for o in overlapped.generate(prompts, params)] == expected
 
 
 def test_memory_profile_runs_the_encoders_at_the_full_encoder_budget(tmp_path, monkeypatch) -> None:

@@ -77,3 +77,40 @@ def test_media_prompts_through_graphs_match_the_torch_path(tmp_path) -> None:
     outputs = graphed.generate([prompt(i) for i in range(3)], params)
     assert [o.token_ids for o in outputs] == [o.token_ids for o in reference]
     assert graphed.engine.runner.mixed_graphs.num_replays > 0
+
+
+def test_async_scheduling_on_cuda_equals_sync(checkpoint, monkeypatch) -> None:
+    """auto = on for CUDA: decode inputs come from the device (scattered into the graph's static input_ids),
+    tokens and logprobs come back through pinned memory; greedy, seeded, penalized and stopped requests give
+    sync mode's tokens."""
+    from omniserve.worker.inflight import PendingInputs
+
+    filled = []
+    fill = PendingInputs.fill
+    monkeypatch.setattr(
+        PendingInputs, "fill", lambda self, ids: (filled.append(len(self.rows)), fill(self, ids))
+    )
+    common = dict(device="cuda", dtype="float32", block_size=4, num_kv_blocks=40, max_num_batched_tokens=32)
+    sync = Omni(str(checkpoint), async_scheduling="off", **common)
+    overlapped = Omni(str(checkpoint), **common)
+    assert overlapped.engine.async_scheduling and overlapped.engine.runner.decode_graphs is not None
+    greedy = SamplingParams(temperature=0.0, max_tokens=12, ignore_eos=True, logprobs=2)
+    expected = sync.generate(prompts(), greedy)
+    got = overlapped.generate(prompts(), greedy)
+    assert [o.token_ids for o in got] == [o.token_ids for o in expected]
+    for ours, theirs in zip(got, expected, strict=True):
+        assert [lp.logprob for lp in ours.logprobs] == pytest.approx(
+            [lp.logprob for lp in theirs.logprobs], abs=1e-4
+        )
+    assert sum(filled) > 0 and overlapped.stats().num_preemptions > 0
+    mixed = [
+        SamplingParams(temperature=1.0, top_p=0.9, seed=7, max_tokens=10, ignore_eos=True),
+        SamplingParams(temperature=0.0, max_tokens=10, ignore_eos=True, repetition_penalty=1.5),
+        SamplingParams(temperature=0.0, max_tokens=10, stop_token_ids=[expected[2].token_ids[3]]),
+        SamplingParams(temperature=0.8, seed=3, max_tokens=3, min_tokens=2, ignore_eos=True),
+    ] * 2
+    assert [o.token_ids for o in overlapped.generate(prompts(), mixed)] == [
+        o.token_ids for o in sync.generate(prompts(), mixed)
+    ]
+    stats = overlapped.stats()
+    assert stats.num_kv_blocks_free == stats.num_kv_blocks_total

@@ -1,5 +1,5 @@
 """Parity with transformers on tiny Qwen2 checkpoints (CPU, fp32): greedy tokens, logprobs, and seeded
-sampling, through chunked prefill, preemption and prefix caching."""
+sampling, through chunked prefill, preemption and prefix caching; greedy parity also with async scheduling."""
 
 from __future__ import annotations
 
@@ -63,10 +63,13 @@ ENGINE_SETUPS = {
 }
 
 
+@pytest.mark.parametrize("async_scheduling", ["off", "on"])
 @pytest.mark.parametrize("setup", sorted(ENGINE_SETUPS))
-def test_greedy_tokens_match_transformers(reference, setup: str) -> None:
+def test_greedy_tokens_match_transformers(reference, setup: str, async_scheduling: str) -> None:
     path, prompts, expected, expected_logprobs = reference
-    omni = Omni(str(path), device="cpu", dtype="float32", **ENGINE_SETUPS[setup])
+    omni = Omni(
+        str(path), device="cpu", dtype="float32", async_scheduling=async_scheduling, **ENGINE_SETUPS[setup]
+    )
     params = SamplingParams(temperature=0.0, max_tokens=NEW_TOKENS, ignore_eos=True, logprobs=2)
     outputs = omni.generate([{"prompt_token_ids": p} for p in prompts], params)
     assert [o.token_ids for o in outputs] == expected

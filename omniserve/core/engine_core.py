@@ -3,6 +3,17 @@
 In: `EngineCoreRequest`s and aborts from a frontend. Out: `EngineCoreOutput`s (new tokens, finish).
 Loads the checkpoint, sizes the page pool, and owns the scheduler (CPU bookkeeping) and the model runner
 (tensors). It knows nothing of text: tokenization and detokenization live in the frontend.
+
+Async scheduling (`async_scheduling`, on by default on CUDA) overlaps the host's work with the forward:
+
+    sync:   schedule N | launch N, wait for its tokens | update N | schedule N+1 | ...
+    async:  schedule N+1 | launch N+1 | wait for N's tokens (N+1 runs meanwhile) | update N | schedule N+2 ...
+
+`step()` then returns the outputs of the step launched by the call before; a call that schedules nothing only
+resolves the step in flight, and `has_unfinished_requests()` stays true while one is. Encoder jobs for worker
+processes, submitted while a step is in flight, are only sent once that step is done: their pages may have
+been freed under it (finish, abort, preemption) while it still writes KV into them, and a worker writes
+outside the engine's stream order. In-process and side-stream encoding run in stream order and need nothing.
 """
 
 from __future__ import annotations
@@ -17,11 +28,13 @@ import torch
 from omniserve.config import EngineConfig
 from omniserve.core.messages import EngineCoreOutput, EngineCoreRequest, EngineStats
 from omniserve.core.scheduler import Scheduler
+from omniserve.core.scheduler_output import EncoderJob, SchedulerOutput
 from omniserve.models.loader import load_hf_config, resolve_dtype, resolve_model_path
 from omniserve.models.qwen_multimodal import text_config_of
 from omniserve.request import Request
 from omniserve.worker.encoder_messages import WorkerSpec
 from omniserve.worker.encoder_pool import EncoderPool, worker_specs
+from omniserve.worker.inflight import InFlightStep
 from omniserve.worker.memory_sizing import determine_num_pages, hand_towers_to_workers
 from omniserve.worker.model_runner import ModelRunner
 from omniserve.worker.side_stream_encoder import SideStreamEncoder
@@ -29,6 +42,22 @@ from omniserve.worker.side_stream_encoder import SideStreamEncoder
 logger = logging.getLogger("omniserve")
 ENCODER_WAIT_S = 0.05  # longest sleep of a step that waits on encoder workers
 AUTO_MIXED_STEP_TOKENS = 256  # mixed_step_token_budget on CUDA (see SchedulerConfig)
+
+
+class HeldJobs:
+    """Holds the encoder jobs submitted to a sink until `send()` (async scheduling with worker processes)."""
+
+    def __init__(self, sink: EncoderPool) -> None:
+        self.sink = sink
+        self.held: list[tuple[int, EncoderJob]] = []
+
+    def submit(self, job_id: int, job: EncoderJob) -> None:
+        self.held.append((job_id, job))
+
+    def send(self) -> None:
+        held, self.held = self.held, []
+        for job_id, job in held:
+            self.sink.submit(job_id, job)
 
 
 @dataclass(frozen=True)
@@ -101,7 +130,11 @@ class EngineCore:
         if config.scheduler.mixed_step_token_budget == -1:
             auto_budget = AUTO_MIXED_STEP_TOKENS if device.type == "cuda" else 0
             config = config.replace(mixed_step_token_budget=auto_budget)
+        if config.scheduler.async_scheduling == "auto":
+            config = config.replace(async_scheduling="on" if device.type == "cuda" else "off")
         self.config = config
+        self.async_scheduling = config.scheduler.async_scheduling == "on"
+        self._in_flight: tuple[SchedulerOutput, InFlightStep] | None = None  # async: launched, not read
         started = time.perf_counter()
         self.runner = ModelRunner(config, model_path, hf_config, device, dtype)
         loaded = time.perf_counter()
@@ -134,12 +167,13 @@ class EngineCore:
                 hidden_size=self.runner.hidden_size, num_threads=1,
             )  # fmt: skip
             self.encoders = EncoderPool(worker_specs(worker_kinds, base), self.runner.pool)
+        self._held_jobs = HeldJobs(self.encoders) if worker_kinds and self.async_scheduling else None
         self.scheduler = Scheduler(
             config.scheduler,
             config.cache,
             num_pages,
             self.runner.embedding_rows_per_page,
-            encoder_sink=self.encoders,
+            encoder_sink=self._held_jobs or self.encoders,
             max_encoder_jobs_in_flight=config.encoder.max_encoder_jobs_in_flight,
         )
         self.info = ModelInfo(
@@ -193,20 +227,44 @@ class EngineCore:
         self.scheduler.abort_requests(request_ids)
 
     def has_unfinished_requests(self) -> bool:
-        return self.scheduler.has_unfinished_requests()
+        return self.scheduler.has_unfinished_requests() or self._in_flight is not None
 
     def step(self, wake_on: tuple = ()) -> list[EngineCoreOutput]:
         """One engine step. With encoder workers: their reports are applied first (a failed item finishes
         its request with an error), and a step that could schedule nothing while jobs are in flight then
         sleeps until a worker reports (at most `ENCODER_WAIT_S`, or until a `wake_on` connection, e.g. the
-        engine process's input pipe, is readable) instead of spinning."""
+        engine process's input pipe, is readable) instead of spinning. Async: outputs of the step before."""
         outputs = self.scheduler.on_encoder_results(self.encoders.poll()) if self.encoders else []
+        read_back_a_step = self._in_flight is not None  # (async) then there are outputs: do not sleep
         scheduler_output = self.scheduler.schedule()
-        runner_output = self.runner.execute(scheduler_output)
-        outputs += self.scheduler.update_from_output(scheduler_output, runner_output)
-        if self.encoders and scheduler_output.is_empty and self.scheduler.media.num_in_flight:
+        step: tuple[SchedulerOutput, InFlightStep] | None = (
+            scheduler_output,
+            self.runner.launch(scheduler_output),
+        )
+        if self.async_scheduling and not scheduler_output.is_empty:
+            step, self._in_flight = self._in_flight, step  # read the step before back while this one runs
+        elif self._in_flight is not None:  # nothing new runs: read back the step in flight first
+            outputs += self._update_from(self._in_flight)
+            self._in_flight = None
+        if step is not None:
+            outputs += self._update_from(step)
+        if self._held_jobs is not None:
+            self._held_jobs.send()  # no step was in flight while they were scheduled
+        if (
+            self.encoders
+            and scheduler_output.is_empty
+            and not read_back_a_step
+            and self.scheduler.media.num_in_flight
+        ):
             self.encoders.wait(ENCODER_WAIT_S, wake_on)
         return outputs
+
+    def _update_from(self, step: tuple[SchedulerOutput, InFlightStep]) -> list[EngineCoreOutput]:
+        scheduler_output, in_flight = step
+        runner_output = in_flight.result()  # waits for the device
+        if self._held_jobs is not None:
+            self._held_jobs.send()  # the step in flight while they were scheduled is done
+        return self.scheduler.update_from_output(scheduler_output, runner_output)
 
     def shutdown(self) -> None:
         """Stop the encoder workers (also done at exit and when the engine is garbage collected)."""

@@ -1,7 +1,7 @@
 """`Scheduler`: decides, each step, how many tokens every request computes.
 
-One rule: each request is owed `num_tokens - num_computed_tokens` tokens, and a step pays them out of
-a token budget (`max_num_batched_tokens`) in this order:
+One rule: each request is owed `num_tokens - num_computed_tokens` tokens (+ pending ones, see async
+scheduling below), and a step pays them out of a token budget (`max_num_batched_tokens`) in this order:
   1. running requests that decode (owe exactly one token),
   2. running requests in the middle of a (chunked) prefill, oldest first,
   3. waiting requests, first come first served, after a prefix-cache lookup.
@@ -20,12 +20,31 @@ not ready cuts the chunk just before it; a request cut to nothing waits without 
 encoding finishes its request with an error. Embedding pages are released (stay cached) once the prefill
 has passed the item.
 
+Async scheduling (the engine schedules and launches step N+1 before it reads step N's tokens): when a step
+is scheduled, a request whose chunk reaches its last token will sample one; until `update_from_output`
+appends it, that token is pending (`Request.num_pending_tokens`) and owed like a known one, so the next step
+computes it (the runner takes its value from the device). Then:
+  - a request whose outputs + pending tokens reach `max_tokens` is not scheduled again: its last token is on
+    its way;
+  - a request that finishes (EOS, stop id, length) on a token also gets a token from the step in flight; that
+    one is dropped here (the request is gone) and by the runner (its state is dropped); the KV it wrote lands
+    in pages already freed, written in stream order before any later use of them;
+  - an abort while a step is in flight frees pages at once; that step's token for it is dropped likewise;
+  - preemption: a victim keeps its pending token. The step in flight is read back (its results applied)
+    before the next step is scheduled, so the preempted request has its token appended before it can be
+    re-admitted (admission waits, as a guard, while the head of the queue has a pending token), and resumes
+    with all its tokens, as in sync mode.
+Results are matched with the requests each step scheduled (by `step_id`), not by id alone: a request that
+finished and an id reused by a new request never take each other's tokens. Sync scheduling is the same code
+with at most one pending token between `schedule` and `update_from_output`.
+
 Flows in: `Request`s (add_request), aborts, `EncoderResult`s (workers), and `ModelRunnerOutput`s.
 Flows out: a `SchedulerOutput` per step, and `EngineCoreOutput`s for the frontend.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 
 from omniserve.config import CacheConfig, SchedulerConfig
@@ -72,6 +91,9 @@ class Scheduler:
         self.running: list[Request] = []  # in admission order
         self._dropped: set[str] = set()  # ids whose runner state goes away with the next step
         self._sent_page_counts: dict[str, int] = {}  # request id -> pages the runner knows about
+        self._step_ids = itertools.count(1)
+        # step id -> the requests that sample a token in that step, until its results are applied
+        self._sampling: dict[int, dict[str, Request]] = {}
         self.num_preemptions = 0
 
     # ----- requests in and out ---------------------------------------------------------------------
@@ -131,7 +153,7 @@ class Scheduler:
 
     # ----- one step --------------------------------------------------------------------------------
     def _chunk(self, request: Request, num_computed: int, budget: int) -> int:
-        owed = request.num_tokens - num_computed
+        owed = request.num_tokens + request.num_pending_tokens - num_computed
         cap = self.config.long_prefill_token_threshold
         return min(owed, budget, cap) if cap > 0 else min(owed, budget)
 
@@ -152,10 +174,12 @@ class Scheduler:
         num_decode_tokens, capped = 0, False
 
         # 1 + 2: running requests, decodes before partial prefills (stable: oldest first within each).
-        for request in sorted(self.running, key=lambda r: r.num_tokens - r.num_computed_tokens > 1):
+        for request in sorted(self.running, key=lambda r: r.num_owed_tokens > 1):
             if request.status != RequestStatus.RUNNING:  # preempted earlier in this loop
                 continue
-            is_decode = request.num_tokens - request.num_computed_tokens == 1
+            if request.num_output_tokens + request.num_pending_tokens >= request.max_tokens:
+                continue  # async: its last token is in flight, the request finishes with it
+            is_decode = request.num_owed_tokens == 1
             if not is_decode and not capped:  # decodes are all in: the rest of the step is prefill
                 budget, capped = self._cap_for_decodes(budget, num_decode_tokens), True
             if budget == 0:
@@ -184,6 +208,8 @@ class Scheduler:
         new_request_ids: set[str] = set()
         skipped: list[Request] = []
         while self.waiting and budget > 0 and not preempted and len(self.running) < self.config.max_num_seqs:
+            if self.waiting[0].num_pending_tokens:  # preempted with a token in flight: resume it first
+                break
             request = self.waiting.popleft()
             prefix = self.pool.find_cached_prefix(request)
             num_cached = len(prefix) * self.pool.block_size
@@ -215,6 +241,7 @@ class Scheduler:
         self, scheduled: dict[str, int], new_request_ids: set[str], encoder_jobs: list
     ) -> SchedulerOutput:
         new_requests, cached_requests = [], []
+        sampling: dict[str, Request] = {}
         for request_id, num_tokens in scheduled.items():
             request = self.requests[request_id]
             if request_id in new_request_ids:
@@ -246,6 +273,9 @@ class Scheduler:
                 )
             self._sent_page_counts[request_id] = self.pool.num_request_pages(request_id)
             request.num_computed_tokens += num_tokens  # counts as computed from here on
+            if request.num_computed_tokens == request.num_tokens + request.num_pending_tokens:
+                request.num_pending_tokens += 1  # the chunk reaches the end: the step samples a token
+                sampling[request_id] = request
         # A request dropped and re-admitted in this same step is new to the runner: drop first, then add.
         output = SchedulerOutput(
             new_requests=new_requests,
@@ -254,18 +284,27 @@ class Scheduler:
             total_num_scheduled_tokens=sum(scheduled.values()),
             dropped_request_ids=self._dropped,
             encoder_jobs=encoder_jobs,
+            step_id=next(self._step_ids),
         )
         self._dropped = set()
+        if sampling:
+            self._sampling[output.step_id] = sampling
         return output
 
     def update_from_output(
         self, scheduler_output: SchedulerOutput, runner_output: ModelRunnerOutput
     ) -> list[EngineCoreOutput]:
-        """Append sampled tokens, finish requests that stopped, and report to the frontend."""
+        """Append sampled tokens, finish requests that stopped, and report to the frontend. A token of a
+        request that finished while the step was in flight (aborted, or stopped by the previous step's token)
+        is dropped."""
         outputs = []
+        sampling = self._sampling.pop(scheduler_output.step_id, {})
         for index, request_id in enumerate(runner_output.request_ids):
-            request = self.requests.get(request_id)
-            if request is None:  # aborted while the step ran
+            request = sampling.get(request_id)
+            if request is None:
+                continue
+            request.num_pending_tokens -= 1
+            if request.is_finished:
                 continue
             token_id = runner_output.sampled_token_ids[index]
             status = request.append_output_token(token_id)

@@ -2,6 +2,8 @@
 
 The runner keeps a state per running request; the scheduler sends a request's whole data once
 (`NewRequestData`, also when it resumes after preemption) and only diffs afterwards (`CachedRequestData`).
+With async scheduling a running request's last token may not be known to the host yet (the step before
+sampled it and is still in flight): the scheduler counts it as owed, the runner feeds it from the device.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ class SchedulerOutput:
     total_num_scheduled_tokens: int  # sum of the above, <= max_num_batched_tokens
     dropped_request_ids: set[str] = field(default_factory=set)  # finished/aborted/preempted: drop state
     encoder_jobs: list[EncoderJob] = field(default_factory=list)  # in-process mode: run before the forward
+    step_id: int = 0  # numbers the scheduler's steps: matches a step's results with what it scheduled
 
     @property
     def is_empty(self) -> bool:

@@ -11,6 +11,10 @@ whole forward (embedding, every layer's kernels and GEMMs, final norm) is captur
     seq_lens       context lengths         1    (attends page 0, slot 0: finite, result ignored)
     block_tables   pages (only the columns any row uses are refreshed; a row never reads past seq_len)
 
+Async scheduling: input tokens still on the device (`PendingInputs`, inflight.py) are scattered into the
+static input_ids after the host arrays are copied in, before the replay; all of it is queued on the stream,
+nothing waits. The host arrays go up through pinned memory.
+
 The attention grid is sized at capture for `max_seq_len` = the model's context (an upper bound), so one
 graph serves every context length. Needs an attention backend with no host syncs (triton).
 """
@@ -23,6 +27,7 @@ from torch import nn
 
 from omniserve.attention.backend import AttentionBackend
 from omniserve.attention.forward_context import AttentionMetadata, ForwardContext, forward_context
+from omniserve.worker.inflight import PendingInputs
 
 
 def default_capture_sizes(max_batch: int) -> list[int]:
@@ -106,14 +111,17 @@ class DecodeGraphs:
         slot_mapping: np.ndarray,
         seq_lens: np.ndarray,
         block_tables: np.ndarray,
+        pending: PendingInputs | None = None,
     ) -> torch.Tensor:
-        """Replay the graph of `size` (>= batch) on these host arrays; returns hidden [batch, H]."""
+        """Replay the graph of `size` (>= batch) on these host arrays (and `pending` input tokens from the
+        device); returns hidden [batch, H]."""
         batch = input_ids.shape[0]
         pad = size - batch
 
         def padded(values: np.ndarray, fill: int) -> torch.Tensor:
             filler = np.full((*values.shape[:-1], pad), fill, dtype=values.dtype)
-            return torch.from_numpy(np.ascontiguousarray(np.concatenate([values, filler], axis=-1)))
+            values = np.ascontiguousarray(np.concatenate([values, filler], axis=-1))
+            return torch.from_numpy(values).pin_memory()
 
         self.input_ids[:size].copy_(padded(input_ids, 0), non_blocking=True)
         self.positions[..., :size].copy_(padded(positions, 0), non_blocking=True)
@@ -122,6 +130,8 @@ class DecodeGraphs:
         columns = block_tables.shape[1]
         table = np.zeros((size, columns), dtype=np.int32)
         table[:batch] = block_tables
-        self.block_tables[:size, :columns].copy_(torch.from_numpy(table), non_blocking=True)
+        self.block_tables[:size, :columns].copy_(torch.from_numpy(table).pin_memory(), non_blocking=True)
+        if pending is not None:
+            pending.fill(self.input_ids)
         self.graphs[size].replay()
         return self.outputs[size][:batch]

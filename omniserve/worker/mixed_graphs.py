@@ -148,8 +148,8 @@ class MixedGraphs:
         if media is not None:
             embeds.index_copy_(0, media.dest, media.embeddings)
 
-        def to_device(array: np.ndarray, target: torch.Tensor) -> None:
-            target.copy_(torch.from_numpy(np.ascontiguousarray(array)), non_blocking=True)
+        def to_device(array: np.ndarray, target: torch.Tensor) -> None:  # pinned: no host wait
+            target.copy_(torch.from_numpy(np.ascontiguousarray(array)).pin_memory(), non_blocking=True)
 
         to_device(positions, self.positions[..., :num_tokens])
         if size > num_tokens:  # earlier replays left real slots there: padding must write nowhere

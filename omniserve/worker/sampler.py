@@ -9,16 +9,22 @@ Order of operations per row (N rows, V vocab):
                               (argmax p / E with E ~ Exp(1) samples from p)
 A row with a seed draws its noise from a generator re-seeded from (seed, output index), so its tokens
 depend only on its own history: not on the batch, not on preemption.
+
+`sample` never makes the host wait for the device (small inputs go up through pinned memory, nothing comes
+back): its `SampledTokens` stay on the device until the caller copies them (`InFlightStep`, async
+scheduling). Only penalties read token values, from `SamplingRow.token_ids`, which must then be all known.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, fields, replace
 
 import torch
 
 from omniserve.core.messages import TokenLogprob
 from omniserve.sampling_params import SamplingParams
+from omniserve.worker.transfer import to_device
 
 
 @dataclass
@@ -35,6 +41,39 @@ class SamplingRow:
         return len(self.token_ids) - self.num_prompt_tokens
 
 
+@dataclass
+class SampledTokens:
+    """One step's sampled tokens (+ logprobs): on the device as `Sampler.sample` returns them."""
+
+    token_ids: torch.Tensor  # [N] int64
+    num_logprobs: list[int | None]  # per row: top logprobs asked (0: only the sampled token's), None: none
+    chosen_logprobs: torch.Tensor | None = None  # [N] fp32, raw logprob of each sampled token
+    top_logprobs: torch.Tensor | None = None  # [N, K] fp32, K = the most asked by a row (None when 0)
+    top_token_ids: torch.Tensor | None = None  # [N, K] int64
+
+    def map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> SampledTokens:
+        """The same with every tensor replaced by fn(tensor) (e.g. a copy to the host)."""
+        tensors = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "num_logprobs"}
+        return replace(self, **{name: fn(t) for name, t in tensors.items() if t is not None})
+
+    def to_lists(self) -> tuple[list[int], list[TokenLogprob | None]]:
+        """(token ids, logprobs per row) on the host; waits for the device unless the tensors are there."""
+        token_ids = self.token_ids.tolist()
+        if self.chosen_logprobs is None:
+            return token_ids, [None] * len(token_ids)
+        chosen = self.chosen_logprobs.tolist()
+        top_ids = self.top_token_ids.tolist() if self.top_token_ids is not None else None
+        top_values = self.top_logprobs.tolist() if self.top_logprobs is not None else None
+        result: list[TokenLogprob | None] = []
+        for i, k in enumerate(self.num_logprobs):
+            if k is None:
+                result.append(None)
+                continue
+            top = list(zip(top_ids[i][:k], top_values[i][:k], strict=True)) if k > 0 else []
+            result.append(TokenLogprob(token_ids[i], chosen[i], top))
+        return token_ids, result
+
+
 class Sampler:
     def __init__(self, device: torch.device) -> None:
         self.device = device
@@ -43,30 +82,38 @@ class Sampler:
     def __call__(
         self, logits: torch.Tensor, rows: list[SamplingRow]
     ) -> tuple[list[int], list[TokenLogprob | None]]:
-        """logits: [N, V] fp32 -> (token ids, logprobs per row)."""
-        logprobs_k = [row.params.logprobs for row in rows]
-        raw_logprobs = torch.log_softmax(logits, dim=-1) if any(k is not None for k in logprobs_k) else None
+        """logits: [N, V] fp32 -> (token ids, logprobs per row), on the host (waits for the device)."""
+        return self.sample(logits, rows).to_lists()
+
+    def sample(self, logits: torch.Tensor, rows: list[SamplingRow]) -> SampledTokens:
+        """logits: [N, V] fp32 -> the sampled tokens on the device (no host sync)."""
+        num_logprobs = [row.params.logprobs for row in rows]
+        raw_logprobs = torch.log_softmax(logits, dim=-1) if any(k is not None for k in num_logprobs) else None
 
         if any(row.params.needs_penalties for row in rows):
             logits = self._apply_penalties(logits, rows)
-        masked = [(i, row) for i, row in enumerate(rows) if row.num_output_tokens < row.params.min_tokens]
+        masked = [(i, t) for i, row in enumerate(rows) if row.num_output_tokens < row.params.min_tokens
+                  for t in row.eos_token_ids + row.params.stop_token_ids if t < logits.shape[1]]  # fmt: skip
         if masked:
             logits = logits.clone()
-            for i, row in masked:
-                ids = [t for t in row.eos_token_ids + row.params.stop_token_ids if t < logits.shape[1]]
-                logits[i, ids] = float("-inf")
+            mask_rows, mask_ids = zip(*masked, strict=True)
+            logits[self._tensor(mask_rows), self._tensor(mask_ids)] = float("-inf")
 
         greedy_flags = [row.params.greedy for row in rows]
         sampled = logits.argmax(dim=-1)
         if not all(greedy_flags):
-            greedy = torch.tensor(greedy_flags, device=self.device)
+            greedy = self._tensor(greedy_flags, torch.bool)
             sampled = torch.where(greedy, sampled, self._sample_random(logits, rows))
-
-        token_ids = sampled.tolist()
-        logprobs: list[TokenLogprob | None] = [None] * len(rows)
+        result = SampledTokens(sampled, num_logprobs)
         if raw_logprobs is not None:
-            logprobs = self._gather_logprobs(raw_logprobs, token_ids, logprobs_k)
-        return token_ids, logprobs
+            result.chosen_logprobs = raw_logprobs.gather(1, sampled[:, None])[:, 0]
+            max_k = max(k or 0 for k in num_logprobs)
+            if max_k > 0:
+                result.top_logprobs, result.top_token_ids = raw_logprobs.topk(max_k, dim=-1)
+        return result
+
+    def _tensor(self, values, dtype: torch.dtype = torch.int64) -> torch.Tensor:
+        return to_device(values, self.device, dtype)
 
     def _apply_penalties(self, logits: torch.Tensor, rows: list[SamplingRow]) -> torch.Tensor:
         num_rows, vocab = logits.shape
@@ -76,17 +123,13 @@ class Sampler:
             if not p.needs_penalties:
                 continue
             if p.repetition_penalty != 1.0:
-                seen = torch.tensor(
-                    sorted({t for t in row.token_ids if t < vocab}), device=self.device, dtype=torch.long
-                )
+                seen = self._tensor(sorted({t for t in row.token_ids if t < vocab}))
                 values = logits[i, seen]
                 logits[i, seen] = torch.where(
                     values > 0, values / p.repetition_penalty, values * p.repetition_penalty
                 )
             if p.presence_penalty or p.frequency_penalty:
-                outputs = torch.tensor(
-                    row.token_ids[row.num_prompt_tokens :], device=self.device, dtype=torch.long
-                )
+                outputs = self._tensor(row.token_ids[row.num_prompt_tokens :])
                 counts = torch.zeros(vocab, device=self.device).scatter_add_(
                     0, outputs.clamp(max=vocab - 1), torch.ones_like(outputs, dtype=torch.float32)
                 )
@@ -95,7 +138,7 @@ class Sampler:
         return logits
 
     def _sample_random(self, logits: torch.Tensor, rows: list[SamplingRow]) -> torch.Tensor:
-        temperature = torch.tensor([max(row.params.temperature, 1e-5) for row in rows], device=self.device)
+        temperature = self._tensor([max(row.params.temperature, 1e-5) for row in rows], torch.float32)
         logits = logits / temperature[:, None]
         top_k = [row.params.top_k for row in rows]
         top_p = [row.params.top_p for row in rows]
@@ -103,7 +146,7 @@ class Sampler:
             logits = self._top_k_top_p(logits, top_k, top_p)
         probs = torch.softmax(logits, dim=-1)
         if any(row.params.min_p > 0 for row in rows):
-            min_p = torch.tensor([row.params.min_p for row in rows], device=self.device)
+            min_p = self._tensor([row.params.min_p for row in rows], torch.float32)
             probs = probs.masked_fill(probs < min_p[:, None] * probs.max(dim=-1, keepdim=True).values, 0.0)
 
         noise = torch.empty_like(probs).exponential_()
@@ -113,39 +156,19 @@ class Sampler:
                 noise[i].exponential_(generator=self._seeded)
         return (probs / noise).argmax(dim=-1)
 
-    @staticmethod
-    def _top_k_top_p(logits: torch.Tensor, top_k: list[int], top_p: list[float]) -> torch.Tensor:
+    def _top_k_top_p(self, logits: torch.Tensor, top_k: list[int], top_p: list[float]) -> torch.Tensor:
         vocab = logits.shape[1]
         sorted_logits, order = logits.sort(dim=-1, descending=True)  # [N, V]
         ranks = torch.arange(vocab, device=logits.device)[None, :]
-        k = torch.tensor([kk if kk > 0 else vocab for kk in top_k], device=logits.device)
+        k = self._tensor([kk if kk > 0 else vocab for kk in top_k])
         drop = ranks >= k[:, None]
         probs = torch.softmax(sorted_logits.masked_fill(drop, float("-inf")), dim=-1)
         mass_before = probs.cumsum(dim=-1) - probs  # mass of strictly better tokens
-        p = torch.tensor(top_p, device=logits.device)
+        p = self._tensor(top_p, torch.float32)
         drop |= mass_before >= p[:, None]
         drop[:, 0] = False  # always keep the best token
         sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
         return torch.empty_like(logits).scatter_(1, order, sorted_logits)
-
-    @staticmethod
-    def _gather_logprobs(
-        raw: torch.Tensor, token_ids: list[int], ks: list[int | None]
-    ) -> list[TokenLogprob | None]:
-        max_k = max(k or 0 for k in ks)
-        ids = torch.tensor(token_ids, device=raw.device)
-        chosen = raw.gather(1, ids[:, None])[:, 0].tolist()
-        top_values, top_ids = raw.topk(max_k, dim=-1) if max_k > 0 else (None, None)
-        top_values = top_values.tolist() if top_values is not None else None
-        top_ids = top_ids.tolist() if top_ids is not None else None
-        result: list[TokenLogprob | None] = []
-        for i, k in enumerate(ks):
-            if k is None:
-                result.append(None)
-                continue
-            top = list(zip(top_ids[i][:k], top_values[i][:k], strict=True)) if k > 0 else []
-            result.append(TokenLogprob(token_ids[i], chosen[i], top))
-        return result
 
 
 def _mix_seed(seed: int, index: int) -> int:
