@@ -37,7 +37,7 @@ from omniserve.worker.encoder_pool import EncoderPool, worker_specs
 from omniserve.worker.inflight import InFlightStep
 from omniserve.worker.memory_sizing import determine_num_pages, hand_towers_to_workers
 from omniserve.worker.model_runner import ModelRunner
-from omniserve.worker.side_stream_encoder import SideStreamEncoder
+from omniserve.worker.side_stream_encoder import SideStreamEncoder, engine_stream
 
 logger = logging.getLogger("omniserve")
 ENCODER_WAIT_S = 0.05  # longest sleep of a step that waits on encoder workers
@@ -135,6 +135,9 @@ class EngineCore:
         self.config = config
         self.async_scheduling = config.scheduler.async_scheduling == "on"
         self._in_flight: tuple[SchedulerOutput, InFlightStep] | None = None  # async: launched, not read
+        if config.encoder.encoder_mode == "side_stream" and device.type == "cuda":
+            # forwards on a high-priority stream: the encoder's side stream yields SMs to them
+            torch.cuda.set_stream(engine_stream(device))
         started = time.perf_counter()
         self.runner = ModelRunner(config, model_path, hf_config, device, dtype)
         loaded = time.perf_counter()

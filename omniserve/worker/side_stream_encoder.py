@@ -11,6 +11,12 @@ is reported, so the rows a forward reads were written before it was launched.
     side stream:       [encode X ....... write rows][event]
                                                     ^ poll sees the event: X done
 
+On CUDA the towers are launched from a background thread, not from the engine loop: an eager tower call
+issues hundreds of kernels (~10-20 µs of host time each), which would otherwise delay the next decode step
+by milliseconds. The engine's own stream is created with a higher priority than the side stream
+(`engine_stream`), so while both have work the GPU hands freed SMs to the decode kernels first; and the
+interpreter's thread switch interval is shortened so the engine thread never waits long for the GIL.
+
 Without CUDA (tests on the CPU) the jobs run synchronously at launch and are reported at the next poll,
 which exercises the same scheduling path.
 """
@@ -18,6 +24,9 @@ which exercises the same scheduling path.
 from __future__ import annotations
 
 import logging
+import queue
+import sys
+import threading
 import time
 
 import torch
@@ -29,45 +38,87 @@ from omniserve.worker.encoder_messages import EncoderResult
 logger = logging.getLogger("omniserve")
 
 
+GIL_SWITCH_INTERVAL_S = 0.0005  # the engine thread gets the GIL back within this while the encoder launches
+
+
+def engine_stream(device: torch.device) -> torch.cuda.Stream:
+    """A high-priority stream for the engine's forwards (lower number = higher priority in CUDA)."""
+    high, _ = torch.cuda.Stream.priority_range()
+    return torch.cuda.Stream(device, priority=high)
+
+
 class SideStreamEncoder:
     def __init__(self, model, embedding_view: torch.Tensor) -> None:
         self.model = model  # has encode_many(list[EncoderInput]) -> list[[num_tokens, H]]
         self.embedding_view = embedding_view  # [num_pages, rows_per_page, H] view of the pool
         self.device = embedding_view.device
-        self.stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
+        self.stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None  # low priority
         self._queued: list[tuple[int, EncoderJob]] = []  # submitted, not launched yet
+        self._in_thread = 0  # jobs handed to the launch thread, not launched yet
         self._launched: list[tuple[list[int], torch.cuda.Event | None]] = []  # (job ids, event) in order
         self._finished: list[EncoderResult] = []
+        self._lock = threading.Lock()  # guards _launched, _finished and _in_thread
+        self._work: queue.Queue | None = None
+        if self.stream is not None:
+            sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_INTERVAL_S))
+            self._work = queue.Queue()
+            self._thread = threading.Thread(target=self._run, name="side-stream-encoder", daemon=True)
+            self._thread.start()
 
     def submit(self, job_id: int, job: EncoderJob) -> None:
         self._queued.append((job_id, job))
 
     @property
     def num_in_flight(self) -> int:
-        return len(self._queued) + sum(len(ids) for ids, _ in self._launched) + len(self._finished)
+        with self._lock:
+            launched = sum(len(ids) for ids, _ in self._launched)
+            return len(self._queued) + self._in_thread + launched + len(self._finished)
 
     def _launch(self) -> None:
         if not self._queued:
             return
         queued, self._queued = self._queued, []
+        if self._work is None:  # CPU: encode now
+            self._encode_batch(queued, None)
+            return
+        # The side stream must not write pages before earlier engine work that used them is done (a page is
+        # reused only after its previous request finished, but its last forward may still be in flight):
+        # the thread orders its launch after everything the engine launched so far.
+        ready = torch.cuda.Event()
+        ready.record(torch.cuda.current_stream(self.device))
+        with self._lock:
+            self._in_thread += len(queued)
+        self._work.put((queued, ready))
+
+    def _run(self) -> None:
+        while True:
+            item = self._work.get()
+            if item is None:
+                return
+            queued, ready = item
+            self.stream.wait_event(ready)
+            with torch.cuda.stream(self.stream), torch.inference_mode():
+                self._encode_batch(queued, self.stream)
+
+    def _encode_batch(self, queued: list[tuple[int, EncoderJob]], stream) -> None:
         ids = [job_id for job_id, _ in queued]
+        event = None
         try:
-            if self.stream is not None:
-                # The side stream must not write pages before earlier main-stream work that used them is done
-                # (a page is reused only after its previous request finished, but its last forward may still
-                # be in flight): order after everything launched so far, then run concurrently from here on.
-                self.stream.wait_stream(torch.cuda.current_stream(self.device))
-                with torch.cuda.stream(self.stream):
-                    self._encode(queued)
-                    event = torch.cuda.Event()
-                    event.record(self.stream)
-            else:
-                self._encode(queued)
-                event = None
-            self._launched.append((ids, event))
+            self._encode(queued)
+            if stream is not None:
+                event = torch.cuda.Event()
+                event.record(stream)
+            outcome = None
         except Exception as error:  # noqa: BLE001 - a bad item fails its jobs, the engine keeps serving
             logger.exception("side-stream encoding failed")
-            self._finished += [EncoderResult(job_id, f"encoding failed: {error}") for job_id in ids]
+            outcome = [EncoderResult(job_id, f"encoding failed: {error}") for job_id in ids]
+        with self._lock:
+            if stream is not None:
+                self._in_thread -= len(ids)
+            if outcome is None:
+                self._launched.append((ids, event))
+            else:
+                self._finished += outcome
 
     def _encode(self, queued: list[tuple[int, EncoderJob]]) -> None:
         all_rows = self.model.encode_many([job.encoder_input for _, job in queued])
@@ -77,23 +128,31 @@ class SideStreamEncoder:
     def poll(self) -> list[EncoderResult]:
         """Launch what was submitted since the last poll; report jobs whose rows are written."""
         self._launch()
-        while self._launched and (self._launched[0][1] is None or self._launched[0][1].query()):
-            ids, _ = self._launched.pop(0)
-            self._finished += [EncoderResult(job_id) for job_id in ids]
-        finished, self._finished = self._finished, []
+        with self._lock:
+            while self._launched and (self._launched[0][1] is None or self._launched[0][1].query()):
+                ids, _ = self._launched.pop(0)
+                self._finished += [EncoderResult(job_id) for job_id in ids]
+            finished, self._finished = self._finished, []
         return finished
 
     def wait(self, timeout_s: float, wake_on: tuple = ()) -> None:
-        """Nothing could be scheduled: wait (briefly) for the oldest launch to complete."""
+        """Nothing could be scheduled: wait (briefly) until the oldest launch completes."""
         del wake_on
         self._launch()
-        if self._finished or not self._launched:
-            return
-        event = self._launched[0][1]
         deadline = time.monotonic() + timeout_s
-        while event is not None and not event.query() and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
+            with self._lock:
+                if self._finished:
+                    return
+                event = self._launched[0][1] if self._launched else None
+                idle = not self._launched and self._in_thread == 0
+            if idle or (event is not None and event.query()) or (self._launched and event is None):
+                return
             time.sleep(0.0005)
 
     def shutdown(self) -> None:
+        if self._work is not None:
+            self._work.put(None)
+            self._thread.join(timeout=5)
         if self.stream is not None:
             self.stream.synchronize()
