@@ -92,7 +92,8 @@ class Harness:
     """EngineCore + the multimodal input processor, driven step by step with timestamps."""
 
     def __init__(
-        self, path: str, device: str, num_kv_blocks: int, max_num_seqs: int, encoder_mode: str
+        self, path: str, device: str, num_kv_blocks: int, max_num_seqs: int, encoder_mode: str,
+        mixed_step_token_budget: int = -1,
     ) -> None:
         from omniserve.config import EngineConfig
         from omniserve.core.engine_core import EngineCore
@@ -110,6 +111,7 @@ class Harness:
             max_num_seqs=max_num_seqs,
             max_num_batched_tokens=8192,
             encoder_mode=encoder_mode,
+            mixed_step_token_budget=mixed_step_token_budget,
         )
         start = time.perf_counter()
         self.engine = EngineCore(config)
@@ -226,6 +228,7 @@ def main() -> None:
     parser.add_argument(
         "--encoder-mode", default="auto", choices=["auto", "inprocess", "side_stream", "workers"]
     )
+    parser.add_argument("--mixed-step-token-budget", type=int, default=-1, help="-1 = the engine's auto")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
 
@@ -235,6 +238,7 @@ def main() -> None:
         args.num_kv_blocks,
         max(args.concurrency, 17),
         args.encoder_mode,
+        args.mixed_step_token_budget,
     )
     # Every phase runs once unmeasured first: Triton and cuBLAS pick and compile kernels per batch shape.
     run_batch(harness, [media_prompt(0)], 4)
@@ -257,6 +261,7 @@ def main() -> None:
         "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
         "commit": os.environ.get("OMNISERVE_COMMIT", "unknown"),
         "encoder_mode": args.encoder_mode,
+        "mixed_step_token_budget": harness.engine.config.scheduler.mixed_step_token_budget,
         "one": one,
         "many": many,
         **latency,
@@ -264,7 +269,8 @@ def main() -> None:
     lines = [
         f"Media serving, {args.shapes} shapes (dummy weights), 448x448 image + 10 s audio + text "
         f"({one['prompt_tokens']} prompt tokens), {args.max_tokens} new tokens, "
-        f"encoder_mode={args.encoder_mode}; {report['gpu']}, "
+        f"encoder_mode={args.encoder_mode}, mixed_step_token_budget={report['mixed_step_token_budget']}; "
+        f"{report['gpu']}, "
         f"commit {report['commit']}",
         "",
         "| measure | value |",
@@ -283,8 +289,11 @@ def main() -> None:
     table = "\n".join(lines)
     if args.out:
         os.makedirs(args.out, exist_ok=True)
-        Path(args.out, f"media_{args.encoder_mode}.json").write_text(json.dumps(report, indent=2))
-        Path(args.out, f"media_{args.encoder_mode}.md").write_text(table + "\n")
+        name = f"media_{args.encoder_mode}" + (
+            f"_budget{args.mixed_step_token_budget}" if args.mixed_step_token_budget >= 0 else ""
+        )
+        Path(args.out, f"{name}.json").write_text(json.dumps(report, indent=2))
+        Path(args.out, f"{name}.md").write_text(table + "\n")
     print(table)
 
 

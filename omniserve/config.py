@@ -65,11 +65,13 @@ class DeviceConfig:
 class EncoderConfig:
     """Where media encoder towers run. "inprocess": in the engine process, before the step's forward (today's
     path; simplest to debug). "side_stream": in the engine process on a second CUDA stream, concurrently with
-    the forwards; a chunk waits for its items' events, other requests keep stepping. "workers": one process
-    per modality (vision = images, video = videos and audio in video, audio), fed jobs by the engine; each
-    writes its rows straight into embedding pages of the shared pool and reports, while the engine keeps
-    stepping other requests. "auto": workers on CUDA (measured on the H200: the lowest decode latency under
-    media load of the three), in-process elsewhere."""
+    the forwards (launched from a background thread; the forwards' stream has the higher priority); a chunk
+    waits for its items' events, other requests keep stepping. "workers": one process per modality (vision =
+    images, video = videos and audio in video, audio), fed jobs by the engine; each writes its rows straight
+    into embedding pages of the shared pool and reports, while the engine keeps stepping other requests.
+    "auto": side_stream on CUDA (measured on the H200, benchmarks/results/media_*.md: lower decode latency
+    under media load than workers, whose processes time-slice the GPU with the engine, and higher
+    throughput), in-process elsewhere."""
 
     encoder_mode: str = "auto"  # "auto" | "inprocess" | "side_stream" | "workers"
     num_vision_workers: int = 1  # processes encoding images (workers mode)

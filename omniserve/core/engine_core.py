@@ -126,7 +126,7 @@ class EngineCore:
         if (
             config.encoder.encoder_mode == "auto"
         ):  # resolved once, here: everything downstream sees the choice
-            config = config.replace(encoder_mode="workers" if device.type == "cuda" else "inprocess")
+            config = config.replace(encoder_mode="side_stream" if device.type == "cuda" else "inprocess")
         if config.scheduler.mixed_step_token_budget == -1:
             auto_budget = AUTO_MIXED_STEP_TOKENS if device.type == "cuda" else 0
             config = config.replace(mixed_step_token_budget=auto_budget)
