@@ -41,7 +41,7 @@ from omniserve.worker.side_stream_encoder import SideStreamEncoder, engine_strea
 
 logger = logging.getLogger("omniserve")
 ENCODER_WAIT_S = 0.05  # longest sleep of a step that waits on encoder workers
-AUTO_MIXED_STEP_TOKENS = 256  # mixed_step_token_budget on CUDA (see SchedulerConfig)
+AUTO_MIXED_STEP_TOKENS = 128  # mixed_step_token_budget on CUDA (see SchedulerConfig)
 
 
 class HeldJobs:

@@ -23,6 +23,7 @@ which exercises the same scheduling path.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import queue
 import sys
@@ -64,6 +65,7 @@ class SideStreamEncoder:
             self._work = queue.Queue()
             self._thread = threading.Thread(target=self._run, name="side-stream-encoder", daemon=True)
             self._thread.start()
+            atexit.register(self.shutdown)  # stop the thread before CUDA tears down at exit
 
     def submit(self, job_id: int, job: EncoderJob) -> None:
         self._queued.append((job_id, job))
@@ -151,7 +153,7 @@ class SideStreamEncoder:
             time.sleep(0.0005)
 
     def shutdown(self) -> None:
-        if self._work is not None:
+        if self._work is not None and self._thread.is_alive():
             self._work.put(None)
             self._thread.join(timeout=5)
         if self.stream is not None:
