@@ -21,6 +21,8 @@ graph serves every context length. Needs an attention backend with no host syncs
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from torch import nn
@@ -28,6 +30,36 @@ from torch import nn
 from omniserve.attention.backend import AttentionBackend
 from omniserve.attention.forward_context import AttentionMetadata, ForwardContext, forward_context
 from omniserve.worker.inflight import PendingInputs
+
+
+@torch.inference_mode()
+def capture_forwards(
+    sizes: list[int],
+    forward: Callable[[int], torch.Tensor],
+    device: torch.device,
+    pool,
+    graphs: dict[int, torch.cuda.CUDAGraph],
+    outputs: dict[int, torch.Tensor],
+    prepare: Callable[[int], None] | None = None,
+) -> None:
+    """Capture `forward(size)` for every size, largest first, on a side stream into the memory `pool`
+    (shared by all graphs of the engine: they never replay at once). Before each capture `prepare(size)`
+    (static inputs of a valid batch) and one warm-up call (compilation, lazy allocations) run."""
+    pool = pool if pool is not None else torch.cuda.graph_pool_handle()
+    stream = torch.cuda.Stream(device)
+    stream.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(stream):
+        for size in sorted(sizes, reverse=True):
+            if prepare is not None:
+                prepare(size)
+            forward(size)
+            torch.cuda.synchronize(device)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=pool, stream=stream):
+                outputs[size] = forward(size)
+            graphs[size] = graph
+    torch.cuda.current_stream(device).wait_stream(stream)
+    torch.cuda.synchronize(device)
 
 
 def default_capture_sizes(max_batch: int) -> list[int]:
@@ -80,22 +112,9 @@ class DecodeGraphs:
         with forward_context(ForwardContext(metadata, self.backend, self.backend.plan(metadata, 0))):
             return self.model(self.input_ids[:size], self.positions[..., :size])
 
-    @torch.inference_mode()
     def capture(self, pool=None) -> None:
         """Capture every size, largest first (its warm-up allocates the largest scratch buffers)."""
-        pool = pool if pool is not None else torch.cuda.graph_pool_handle()
-        stream = torch.cuda.Stream(self.device)
-        stream.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(stream):
-            for size in sorted(self.capture_sizes, reverse=True):
-                self._forward(size)  # warm-up: autotuning, lazy allocations
-                torch.cuda.synchronize(self.device)
-                graph = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(graph, pool=pool, stream=stream):
-                    self.outputs[size] = self._forward(size)
-                self.graphs[size] = graph
-        torch.cuda.current_stream(self.device).wait_stream(stream)
-        torch.cuda.synchronize(self.device)
+        capture_forwards(self.capture_sizes, self._forward, self.device, pool, self.graphs, self.outputs)
 
     def padded_size(self, batch: int) -> int | None:
         for size in self.capture_sizes:

@@ -30,6 +30,7 @@ from torch import nn
 from omniserve.attention.backend import AttentionBackend
 from omniserve.attention.forward_context import AttentionMetadata, ForwardContext, forward_context
 from omniserve.models.qwen_multimodal import MediaRows
+from omniserve.worker.cuda_graphs import capture_forwards
 
 MAX_GRAPH_TOKENS = 512
 
@@ -97,30 +98,20 @@ class MixedGraphs:
         with forward_context(ForwardContext(metadata, self.backend, self.backend.plan(metadata, 0))):
             return self.decoder(None, self.positions[..., :size], inputs_embeds=self.inputs_embeds[:size])
 
-    @torch.inference_mode()
     def capture(self, pool=None) -> None:
-        """Capture every size, largest first. The warm-up before each capture runs a valid batch (one
-        request of `size` tokens at positions 0..size-1, writing nowhere) to compile and allocate."""
-        stream = torch.cuda.Stream(self.device)
-        stream.wait_stream(torch.cuda.current_stream(self.device))
-        pool = pool if pool is not None else torch.cuda.graph_pool_handle()
-        with torch.cuda.stream(stream):
-            for size in sorted(self.capture_sizes, reverse=True):
-                num_seqs = self.num_seqs_for(size)
-                self.query_start_loc[: num_seqs + 1].fill_(size)
-                self.query_start_loc[0] = 0
-                self.seq_lens[:num_seqs].fill_(1)
-                self.seq_lens[0] = size
-                self.positions[..., :size].copy_(torch.arange(size, device=self.device))
-                self.slot_mapping[:size].fill_(-1)
-                self._forward(size)
-                torch.cuda.synchronize(self.device)
-                graph = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(graph, pool=pool, stream=stream):
-                    self.outputs[size] = self._forward(size)
-                self.graphs[size] = graph
-        torch.cuda.current_stream(self.device).wait_stream(stream)
-        torch.cuda.synchronize(self.device)
+        """Capture every size, largest first; each warm-up runs a valid batch (see `_prepare`)."""
+        capture_forwards(self.capture_sizes, self._forward, self.device, pool, self.graphs, self.outputs,
+                         prepare=self._prepare)  # fmt: skip
+
+    def _prepare(self, size: int) -> None:
+        """Static inputs of one request of `size` tokens at positions 0..size-1 that writes nowhere."""
+        num_seqs = self.num_seqs_for(size)
+        self.query_start_loc[: num_seqs + 1].fill_(size)
+        self.query_start_loc[0] = 0
+        self.seq_lens[:num_seqs].fill_(1)
+        self.seq_lens[0] = size
+        self.positions[..., :size].copy_(torch.arange(size, device=self.device))
+        self.slot_mapping[:size].fill_(-1)
 
     def padded_size(self, num_tokens: int, num_seqs: int) -> int | None:
         for size in self.capture_sizes:
