@@ -42,19 +42,16 @@ For callers:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import triton
 import triton.language as tl
 
+from .paged_attention_config import AttentionConfig, num_sms, pick_config, pick_num_splits
 from .paged_attention_split_triton import merge_splits_kernel, split_k_views
 
 _LOG2E = 1.4426950408889634
 _SEARCH_BLOCK = tl.constexpr(128)  # sequences counted per step of the tile -> sequence search
-_MAX_SPLITS = 64
 ALL_QUERIES, DECODES_ONLY, PREFILLS_ONLY = 0, 1, 2  # `query_filter` of a launch
-_MIN_TILES_PER_SPLIT = 4
 
 
 @triton.jit
@@ -229,66 +226,6 @@ def _paged_attention_kernel(
                  + offs_d[None, :] * stride_o_dim, result.to(out_ptr.dtype.element_ty), mask=row_mask)
 
 
-@dataclass(frozen=True)
-class AttentionConfig:
-    """Tile shape and launch options of one launch (chosen by `_pick_config`, overridable in tests)."""
-
-    block_m: int  # rows of the query tile (query tokens x heads of a KV group), >= 16
-    block_q: int  # query tokens per tile; block_q * queries_per_kv <= block_m
-    block_n: int  # keys per KV tile
-    num_warps: int
-    num_stages: int
-
-
-def _pick_config(
-    max_query_len: int,
-    queries_per_kv: int,
-    head_dim_pad: int,
-    element_size: int,
-    decode_programs_per_sm: float,
-    on_gpu: bool,
-) -> AttentionConfig:
-    """Tile shapes measured best on an H200 (benchmarks/bench_kernels.py --sweep, Hq 28 / Hkv 4, D 128,
-    bf16); wider rows (fp32, D > 128) get narrower KV tiles to stay within shared memory."""
-    group_rows = triton.next_power_of_2(queries_per_kv)
-    wide_rows = head_dim_pad * element_size > 256  # bytes per key row above bf16 x 128
-    if max_query_len == 1:  # pure decode: one token per tile, the head group padded to 16 rows
-        block_m = max(16, group_rows)
-        if not on_gpu:
-            return AttentionConfig(block_m, 1, 32, 4, 1)
-        # 128-key tiles (one 128 KB program per SM) stream best until the grid has several programs
-        # per SM; then 64-key tiles (three per SM) balance better
-        return AttentionConfig(block_m, 1, 64 if wide_rows or decode_programs_per_sm >= 4 else 128, 4, 2)
-    rows = max(16, min(128, triton.next_power_of_2(max_query_len * queries_per_kv)))
-    block_m = max(rows, group_rows)
-    block_q = block_m // queries_per_kv
-    if not on_gpu:
-        return AttentionConfig(block_m, block_q, 32, 4, 1)
-    if block_m >= 128:
-        return AttentionConfig(block_m, block_q, 32 if wide_rows else 128, 8, 2)
-    return AttentionConfig(block_m, block_q, 32 if wide_rows else 64, 4, 3)
-
-
-_NUM_SMS: dict[int, int] = {}
-
-
-def _num_sms(device: torch.device) -> int:
-    if device.type != "cuda":
-        return 132  # CPU / interpreter: decide as on an H200, so tests see the same choices
-    index = device.index if device.index is not None else torch.cuda.current_device()
-    if index not in _NUM_SMS:
-        _NUM_SMS[index] = torch.cuda.get_device_properties(index).multi_processor_count
-    return _NUM_SMS[index]
-
-
-def _pick_num_splits(num_programs: int, max_seq_len: int, block_n: int, num_sms: int) -> int:
-    """Split the context only when the grid would leave SMs idle; aim for two programs per SM."""
-    kv_tiles = triton.cdiv(max_seq_len, block_n)
-    if num_programs >= num_sms or kv_tiles < 2 * _MIN_TILES_PER_SPLIT:
-        return 1
-    return max(1, min(triton.cdiv(2 * num_sms, num_programs), kv_tiles // _MIN_TILES_PER_SPLIT, _MAX_SPLITS))
-
-
 def paged_attention_triton(
     q: torch.Tensor,
     k_cache: torch.Tensor,
@@ -300,34 +237,18 @@ def paged_attention_triton(
     max_query_len: int,
     max_seq_len: int,
     out: torch.Tensor | None = None,
+    split_decodes: bool = False,
 ) -> torch.Tensor:
     """Triton version of `paged_attention_torch`: same arguments, same result. `max_query_len` and
     `max_seq_len` must be upper bounds of this batch's q_len and seq_len (they size the grid and the
-    split-K decision; nothing is read back from the device)."""
-    return paged_attention_launch(
-        q, k_cache, v_cache, query_start_loc, seq_lens, block_tables, scale, max_query_len, max_seq_len, out
-    )
-
-
-def paged_attention_mixed(
-    q: torch.Tensor,
-    k_cache: torch.Tensor,
-    v_cache: torch.Tensor,
-    query_start_loc: torch.Tensor,
-    seq_lens: torch.Tensor,
-    block_tables: torch.Tensor,
-    scale: float,
-    max_query_len: int,
-    max_seq_len: int,
-    out: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """`paged_attention_triton` for a step of decodes and prefill chunks: two launches, each with its
-    own tile shape (decodes: one token x the head group per tile; chunks: up to 128 rows), so decodes do
-    not run in prefill-sized tiles. Same arguments and result; still nothing read from the device."""
-    out = paged_attention_launch(q, k_cache, v_cache, query_start_loc, seq_lens, block_tables, scale, 1,
-                                 max_seq_len, out, query_filter=DECODES_ONLY)
-    return paged_attention_launch(q, k_cache, v_cache, query_start_loc, seq_lens, block_tables, scale,
-                                  max_query_len, max_seq_len, out, query_filter=PREFILLS_ONLY)
+    split-K decision; nothing is read back from the device). `split_decodes` (a step of decodes and
+    prefill chunks): two launches, each with its own tile shape (decodes: one token x the head group per
+    tile; chunks: up to 128 rows), so decodes do not run in prefill-sized tiles."""
+    args = (q, k_cache, v_cache, query_start_loc, seq_lens, block_tables, scale)
+    if not split_decodes or max_query_len == 1:
+        return paged_attention_launch(*args, max_query_len, max_seq_len, out)
+    out = paged_attention_launch(*args, 1, max_seq_len, out, query_filter=DECODES_ONLY)
+    return paged_attention_launch(*args, max_query_len, max_seq_len, out, query_filter=PREFILLS_ONLY)
 
 
 def paged_attention_launch(
@@ -358,11 +279,11 @@ def paged_attention_launch(
         return out
     head_dim_pad = max(16, triton.next_power_of_2(head_dim))
     on_gpu = q.device.type == "cuda"
-    num_sms = _num_sms(q.device)
+    sm_count = num_sms(q.device)
     if config is None:
         num_rows = num_seqs if query_filter == DECODES_ONLY else num_tokens
-        decode_programs_per_sm = num_rows * num_kv_heads / num_sms
-        config = _pick_config(max_query_len, queries_per_kv, head_dim_pad, q.element_size(),
+        decode_programs_per_sm = num_rows * num_kv_heads / sm_count
+        config = pick_config(max_query_len, queries_per_kv, head_dim_pad, q.element_size(),
                               decode_programs_per_sm, on_gpu)
     block_q = config.block_q
 
@@ -374,7 +295,7 @@ def paged_attention_launch(
 
     kv_tiles = triton.cdiv(max_seq_len, config.block_n)
     if num_splits is None:
-        num_splits = _pick_num_splits(num_programs, max_seq_len, config.block_n, num_sms)
+        num_splits = pick_num_splits(num_programs, max_seq_len, config.block_n, sm_count)
     num_splits = max(1, min(num_splits, kv_tiles))  # no more splits than KV tiles of the longest context
     split_k = num_splits > 1
 

@@ -23,19 +23,17 @@ class TritonAttentionBackend(AttentionBackend):
             )
         from omniserve.kernels.interpreter import patch_triton_interpreter
         from omniserve.kernels.kv_write_triton import write_kv_triton
-        from omniserve.kernels.paged_attention_triton import paged_attention_mixed, paged_attention_triton
+        from omniserve.kernels.paged_attention_triton import paged_attention_triton
 
         patch_triton_interpreter()
         self._write_kv = write_kv_triton
         self._attend = paged_attention_triton
-        self._attend_mixed = paged_attention_mixed
 
     def write_kv(self, k, v, k_cache, v_cache, slot_mapping) -> None:
         self._write_kv(k, v, k_cache, v_cache, slot_mapping)
 
     def attend(self, q, k_cache, v_cache, metadata, scale, plan) -> torch.Tensor:
-        attend = self._attend_mixed if metadata.split_decodes and metadata.max_query_len > 1 else self._attend
-        return attend(
+        return self._attend(
             q,
             k_cache,
             v_cache,
@@ -45,4 +43,5 @@ class TritonAttentionBackend(AttentionBackend):
             scale,
             metadata.max_query_len,
             metadata.max_seq_len,
+            split_decodes=metadata.split_decodes,
         )

@@ -130,7 +130,7 @@ def test_mixed_two_launches(dtype: torch.dtype, num_splits: int | None) -> None:
     num_scheduled = int(batch.query_start_loc[-1])
     assert_close(out[:num_scheduled], expected[:num_scheduled], dtype)
     assert out[num_scheduled:].isnan().all()
-    out2 = triton_attention.paged_attention_mixed(*args)
+    out2 = triton_attention.paged_attention_triton(*args, split_decodes=True)
     assert_close(out2[:num_scheduled], expected[:num_scheduled], dtype)
 
 
@@ -142,7 +142,7 @@ def test_public_entry_point_allocates_output() -> None:
 
 
 def test_split_decision_only_for_idle_sms() -> None:
-    pick = triton_attention._pick_num_splits
+    pick = triton_attention.pick_num_splits
     assert pick(num_programs=256, max_seq_len=4096, block_n=64, num_sms=132) == 1  # grid fills the GPU
     assert pick(num_programs=64, max_seq_len=64, block_n=64, num_sms=132) == 1  # too short to split
     assert pick(num_programs=4, max_seq_len=32768, block_n=64, num_sms=132) == 64  # one long sequence

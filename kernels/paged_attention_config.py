@@ -1,0 +1,74 @@
+"""Launch choices of the Triton paged attention kernel (kernels/paged_attention_triton.py): the tile shape
+for a batch's query length and GQA group, and the split-K count. Host-only: decided from host-known sizes,
+never from device data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import triton
+
+MAX_SPLITS = 64
+MIN_TILES_PER_SPLIT = 4
+
+
+@dataclass(frozen=True)
+class AttentionConfig:
+    """Tile shape and launch options of one launch (chosen by `pick_config`, overridable in tests)."""
+
+    block_m: int  # rows of the query tile (query tokens x heads of a KV group), >= 16
+    block_q: int  # query tokens per tile; block_q * queries_per_kv <= block_m
+    block_n: int  # keys per KV tile
+    num_warps: int
+    num_stages: int
+
+
+def pick_config(
+    max_query_len: int,
+    queries_per_kv: int,
+    head_dim_pad: int,
+    element_size: int,
+    decode_programs_per_sm: float,
+    on_gpu: bool,
+) -> AttentionConfig:
+    """Tile shapes measured best on an H200 (benchmarks/bench_kernels.py --sweep, Hq 28 / Hkv 4, D 128,
+    bf16); wider rows (fp32, D > 128) get narrower KV tiles to stay within shared memory."""
+    group_rows = triton.next_power_of_2(queries_per_kv)
+    wide_rows = head_dim_pad * element_size > 256  # bytes per key row above bf16 x 128
+    if max_query_len == 1:  # pure decode: one token per tile, the head group padded to 16 rows
+        block_m = max(16, group_rows)
+        if not on_gpu:
+            return AttentionConfig(block_m, 1, 32, 4, 1)
+        # 128-key tiles (one 128 KB program per SM) stream best until the grid has several programs
+        # per SM; then 64-key tiles (three per SM) balance better
+        return AttentionConfig(block_m, 1, 64 if wide_rows or decode_programs_per_sm >= 4 else 128, 4, 2)
+    rows = max(16, min(128, triton.next_power_of_2(max_query_len * queries_per_kv)))
+    block_m = max(rows, group_rows)
+    block_q = block_m // queries_per_kv
+    if not on_gpu:
+        return AttentionConfig(block_m, block_q, 32, 4, 1)
+    if block_m >= 128:
+        return AttentionConfig(block_m, block_q, 32 if wide_rows else 128, 8, 2)
+    return AttentionConfig(block_m, block_q, 32 if wide_rows else 64, 4, 3)
+
+
+_NUM_SMS: dict[int, int] = {}
+
+
+def num_sms(device: torch.device) -> int:
+    if device.type != "cuda":
+        return 132  # CPU / interpreter: decide as on an H200, so tests see the same choices
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    if index not in _NUM_SMS:
+        _NUM_SMS[index] = torch.cuda.get_device_properties(index).multi_processor_count
+    return _NUM_SMS[index]
+
+
+def pick_num_splits(num_programs: int, max_seq_len: int, block_n: int, num_sms: int) -> int:
+    """Split the context only when the grid would leave SMs idle; aim for two programs per SM."""
+    kv_tiles = triton.cdiv(max_seq_len, block_n)
+    if num_programs >= num_sms or kv_tiles < 2 * MIN_TILES_PER_SPLIT:
+        return 1
+    return max(1, min(triton.cdiv(2 * num_sms, num_programs), kv_tiles // MIN_TILES_PER_SPLIT, MAX_SPLITS))
