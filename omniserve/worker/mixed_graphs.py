@@ -52,7 +52,6 @@ class MixedGraphs:
         block_size: int,
         mrope: bool = False,
     ) -> None:
-        self.model = model
         self.decoder = model.model  # Qwen2Model: forward(input_ids, positions, inputs_embeds)
         self.backend = backend
         self.device = device

@@ -125,20 +125,20 @@ class ModelRunner:
         states = [self.states[request_id] for request_id in num_scheduled]
         return self.batch_builder.build(states, list(num_scheduled.values()))
 
-    def _to_device(self, array: np.ndarray) -> torch.Tensor:
-        return to_device(array, self.device)
-
     def _device_media_rows(self, batch: HostBatch) -> MediaRows | None:
         if batch.media_dest is None:
             return None
-        pages, rows = self._to_device(batch.media_page), self._to_device(batch.media_row)
-        return MediaRows(self._to_device(batch.media_dest), self.embedding_view[pages, rows])
+        pages, rows = to_device(batch.media_page, self.device), to_device(batch.media_row, self.device)
+        return MediaRows(to_device(batch.media_dest, self.device), self.embedding_view[pages, rows])
 
     def _device_inputs(
         self, batch: HostBatch
     ) -> tuple[torch.Tensor, torch.Tensor, AttentionMetadata, MediaRows | None]:
         device = self.device
-        num_decodes = int(np.count_nonzero(np.diff(batch.query_start_loc) == 1))
+        # chunks and enough decodes: the decodes get their own launch (and tile shape)
+        split_decodes = batch.max_query_len > 1 and (
+            np.count_nonzero(np.diff(batch.query_start_loc) == 1) >= SPLIT_DECODES_FROM
+        )
         metadata = AttentionMetadata(
             query_start_loc=to_device(batch.query_start_loc, device),
             seq_lens=to_device(batch.seq_lens, device),
@@ -147,7 +147,7 @@ class ModelRunner:
             max_query_len=batch.max_query_len,
             max_seq_len=int(batch.seq_lens.max()),
             num_tokens=int(batch.query_start_loc[-1]),
-            split_decodes=num_decodes >= SPLIT_DECODES_FROM,
+            split_decodes=bool(split_decodes),
         )
         positions = to_device(np.ascontiguousarray(batch.positions), device)
         return to_device(batch.input_ids, device), positions, metadata, self._device_media_rows(batch)
@@ -168,7 +168,7 @@ class ModelRunner:
         if self.mixed_graphs is not None and batch.max_query_len > 1:
             size = self.mixed_graphs.padded_size(len(batch.input_ids), num_seqs)
             if size is not None:
-                input_ids = self._to_device(batch.input_ids)
+                input_ids = to_device(batch.input_ids, self.device)
                 if pending is not None:
                     pending.fill(input_ids)
                 return self.mixed_graphs.run(
