@@ -1,15 +1,19 @@
-"""Elementwise/normalization ops picked by device: Triton kernels on CUDA, the torch references elsewhere.
+"""Ops of the decoder picked by device: Triton kernels on CUDA, the torch references elsewhere.
 
-Models call these; the choice follows the tensor's device, so no global switch exists. Attention has its own
-backends (omniserve/attention/backend.py) because it also owns per-step planning.
+Models call these; the choice follows the tensor's device (and, for projections, the row count: the Triton
+skinny GEMM serves decode-sized batches, cuBLAS the rest; OMNISERVE_SKINNY_GEMM=0 turns it off).
+Attention has its own backends (omniserve/attention/backend.py) because it also owns per-step planning.
 """
 
 from __future__ import annotations
 
 import torch
 from omniserve.kernels.activation import silu_and_mul_torch
+from omniserve.kernels.linear import linear_silu_mul_torch, linear_torch
 from omniserve.kernels.rms_norm import rms_norm_torch
 from omniserve.kernels.rotary import apply_rotary_torch
+
+from omniserve import envs
 
 
 def rms_norm(
@@ -43,3 +47,30 @@ def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
 
         return silu_and_mul_triton(x)
     return silu_and_mul_torch(x)
+
+
+_SKINNY_MAX_ROWS = 16  # = linear_triton.MAX_ROWS (not imported here: Triton loads lazily)
+
+
+def _skinny(x: torch.Tensor) -> bool:
+    """Decode-sized rows on CUDA: the Triton skinny GEMM (see kernels/linear_triton.py for why)."""
+    return x.is_cuda and x.dim() == 2 and 0 < x.shape[0] <= _SKINNY_MAX_ROWS and envs.skinny_gemm()
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    if _skinny(x):
+        from omniserve.kernels.linear_triton import linear_triton
+
+        return linear_triton(x, weight, bias)
+    return linear_torch(x, weight, bias)
+
+
+def linear_silu_mul(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """x [M, K], weight [2I, K] (gate | up) -> silu(x W_g^T) * (x W_u^T) [M, I]."""
+    if _skinny(x):
+        from omniserve.kernels.linear_triton import linear_silu_mul_triton
+
+        return linear_silu_mul_triton(x, weight)
+    if not x.is_cuda:
+        return linear_silu_mul_torch(x, weight)
+    return silu_and_mul(linear_torch(x, weight))

@@ -1,5 +1,5 @@
 """Building blocks shared by the models: RMSNorm, rotary embedding, gated MLP activation, linear
-layers that load fused (stacked) weights.
+layers (plain, and fused (stacked) weights: q|k|v, gate|up with the activation fused in).
 
 Each layer calls one op of `omniserve.kernels.ops`: Triton on CUDA, the torch reference elsewhere.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from omniserve.kernels.ops import apply_rotary, rms_norm, silu_and_mul
+from omniserve.kernels.ops import apply_rotary, linear, linear_silu_mul, rms_norm, silu_and_mul
 
 
 class RMSNorm(nn.Module):
@@ -55,7 +55,14 @@ class SiluAndMul(nn.Module):
         return silu_and_mul(x)
 
 
-class StackedLinear(nn.Linear):
+class Linear(nn.Linear):
+    """nn.Linear through `ops.linear`: decode-sized batches on CUDA take the Triton skinny GEMM."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return linear(x, self.weight, self.bias)
+
+
+class StackedLinear(Linear):
     """One linear layer whose output rows are several checkpoint tensors stacked (q|k|v, gate|up).
     `load_shard(name, tensor)` copies checkpoint tensor `name` into its row range."""
 
@@ -77,3 +84,14 @@ class StackedLinear(nn.Linear):
             )
         with torch.no_grad():
             target[start : start + size].copy_(tensor)
+
+
+class GateUpLinear(StackedLinear):
+    """The gate|up projection of a gated MLP with SiLU-and-mul applied: x [T, H] -> [T, I]. Decode-sized
+    batches on CUDA run it as one kernel (the [T, 2I] intermediate is never written)."""
+
+    def __init__(self, in_features: int, intermediate_size: int) -> None:
+        super().__init__(in_features, {"gate": intermediate_size, "up": intermediate_size}, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return linear_silu_mul(x, self.weight)

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from omniserve.attention.layer import Attention
-from omniserve.models.layers import RMSNorm, RotaryEmbedding, SiluAndMul, StackedLinear
+from omniserve.models.layers import GateUpLinear, Linear, RMSNorm, RotaryEmbedding, StackedLinear
 from omniserve.models.rope import rope_from_config
 
 # HF checkpoint projection -> (fused module, shard name)
@@ -37,7 +37,7 @@ class Qwen2Attention(nn.Module):
         self.qkv_proj = StackedLinear(
             config.hidden_size, {"q": q_size, "k": kv_size, "v": kv_size}, bias=True
         )
-        self.o_proj = nn.Linear(q_size, config.hidden_size, bias=False)
+        self.o_proj = Linear(q_size, config.hidden_size, bias=False)
         self.rotary = rotary
         self.attn = Attention(self.num_heads, self.num_kv_heads, self.head_dim, self.head_dim**-0.5)
         self.split_sizes = [q_size, kv_size, kv_size]
@@ -56,14 +56,11 @@ class Qwen2Attention(nn.Module):
 class Qwen2MLP(nn.Module):
     def __init__(self, hidden_size: int, intermediate_size: int) -> None:
         super().__init__()
-        self.gate_up_proj = StackedLinear(
-            hidden_size, {"gate": intermediate_size, "up": intermediate_size}, bias=False
-        )
-        self.down_proj = nn.Linear(intermediate_size, hidden_size, bias=False)
-        self.act = SiluAndMul()
+        self.gate_up_proj = GateUpLinear(hidden_size, intermediate_size)  # x -> silu(gate) * up
+        self.down_proj = Linear(intermediate_size, hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(self.act(self.gate_up_proj(x)))
+        return self.down_proj(self.gate_up_proj(x))
 
 
 class Qwen2DecoderLayer(nn.Module):
@@ -117,7 +114,7 @@ class Qwen2ForCausalLM(nn.Module):
             raise ValueError("Qwen2 checkpoints with use_sliding_window=True are not supported yet")
         self.config = config
         self.model = Qwen2Model(config)
-        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.lm_head = Linear(config.hidden_size, config.vocab_size, bias=False)
         if config.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
 

@@ -21,6 +21,7 @@ from torch import nn
 
 from omniserve.encoders.audio_tower import AudioTower, num_audio_tokens
 from omniserve.encoders.vision_tower import VisionTower
+from omniserve.models.layers import Linear
 from omniserve.models.qwen2 import Qwen2Model, load_decoder_weights
 from omniserve.multimodal import EncoderInput
 
@@ -72,7 +73,7 @@ class QwenMultimodalForCausalLM(nn.Module):
         self.config = config
         self.text_config = text_config_of(config)
         self.model = Qwen2Model(self.text_config)
-        self.lm_head = nn.Linear(self.text_config.hidden_size, self.text_config.vocab_size, bias=False)
+        self.lm_head = Linear(self.text_config.hidden_size, self.text_config.vocab_size, bias=False)
         # The flag that governs the LM head sits on the thinker (Omni) or the top-level (VL) config; the
         # nested text config carries a default that transformers ignores for these models.
         owner = config.thinker_config if config.model_type == "qwen2_5_omni" else config

@@ -1,0 +1,139 @@
+"""Triton skinny GEMM for decode-sized batches: out = x @ W^T (+ bias), optionally fused with SiLU-and-mul.
+
+Same contract as `linear_torch` / `linear_silu_mul_torch` (kernels/linear.py):
+
+    x [M, K], W [N, K] (nn.Linear layout), bias [N] | None  ->  out [M, N]
+    silu_mul: W [2I, K] = gate rows | up rows               ->  out [M, I] = silu(x W_g^T) * (x W_u^T)
+
+Why: at M <= 16 a projection is a pass over its weight bytes; cuBLAS runs the small ones (o_proj, qkv of a
+7B model: 25-33 MB) well below copy bandwidth on an H200 (benchmarks/bench_linear.py). Here one program owns
+BLOCK_N output columns for all M rows and streams its [BLOCK_N, K] weight slab once, BLOCK_K at a time,
+with `num_stages` loads in flight; M rows pad to one 16-row `tl.dot` tile (the MMA is free next to the load).
+The gated variant reads the gate and the up slab of the same columns and writes only silu(g) * u, so the
+MLP's [M, 2I] intermediate and its separate activation launch disappear.
+
+Rounding follows the unfused path: products accumulate in fp32, the result rounds to x's dtype, then (fused
+variant) silu rounds to x's dtype and the product rounds again, as `silu_and_mul` does on a rounded input.
+Grid: cdiv(N, BLOCK_N) programs; nothing depends on device data, so calls capture in CUDA graphs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+
+MAX_ROWS = 16  # largest M this kernel serves (one 16-row MMA tile)
+
+
+@dataclass(frozen=True)
+class LinearConfig:
+    block_n: int  # output columns per program
+    block_k: int  # reduction step
+    num_warps: int
+    num_stages: int
+
+
+@triton.jit
+def _skinny_gemm_kernel(
+    x_ptr, w_ptr, bias_ptr, out_ptr,
+    M, N, K, up_offset,
+    stride_xm, stride_xk, stride_wn, stride_wk, stride_om, stride_on,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    HAS_BIAS: tl.constexpr, SILU_MUL: tl.constexpr, EVEN_K: tl.constexpr, DOT_PRECISION: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    offs_m = tl.arange(0, BLOCK_M)
+    offs_n = pid * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_k = tl.arange(0, BLOCK_K)
+    row_valid = offs_m < M
+    col_valid = offs_n < N
+    cols = tl.where(col_valid, offs_n, 0).to(tl.int64)  # clamped: loads of padding columns stay in bounds
+
+    x_ptrs = x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :] * stride_xk  # [BM, BK]
+    w_ptrs = w_ptr + cols[:, None] * stride_wn + offs_k[None, :] * stride_wk  # [BN, BK]
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    if SILU_MUL:
+        up_ptrs = w_ptrs + up_offset * stride_wn
+        acc_up = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        if EVEN_K:
+            x = tl.load(x_ptrs, mask=row_valid[:, None], other=0.0)
+            w = tl.load(w_ptrs)
+        else:
+            k_valid = (k0 + offs_k) < K
+            x = tl.load(x_ptrs, mask=row_valid[:, None] & k_valid[None, :], other=0.0)
+            w = tl.load(w_ptrs, mask=k_valid[None, :], other=0.0)
+        acc = tl.dot(x, tl.trans(w), acc, input_precision=DOT_PRECISION)  # [BM, BN]
+        if SILU_MUL:
+            if EVEN_K:
+                up = tl.load(up_ptrs)
+            else:
+                up = tl.load(up_ptrs, mask=k_valid[None, :], other=0.0)
+            acc_up = tl.dot(x, tl.trans(up), acc_up, input_precision=DOT_PRECISION)
+            up_ptrs += BLOCK_K * stride_wk
+        x_ptrs += BLOCK_K * stride_xk
+        w_ptrs += BLOCK_K * stride_wk
+
+    out_dtype = out_ptr.dtype.element_ty
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + cols, mask=col_valid, other=0.0).to(tl.float32)
+        acc = acc + bias[None, :]
+    result = acc.to(out_dtype)
+    if SILU_MUL:
+        gate = result.to(tl.float32)
+        silu = (gate / (1.0 + tl.exp(-gate))).to(out_dtype)
+        result = (silu.to(tl.float32) * acc_up.to(out_dtype).to(tl.float32)).to(out_dtype)
+    out_ptrs = out_ptr + offs_m[:, None] * stride_om + offs_n[None, :] * stride_on
+    tl.store(out_ptrs, result, mask=row_valid[:, None] & col_valid[None, :])
+
+
+def pick_linear_config(num_cols: int, in_features: int, on_gpu: bool) -> LinearConfig:
+    """Enough programs to keep every SM streaming (several resident per SM), long K steps for deep
+    reductions. Measured on an H200 by benchmarks/bench_linear.py --sweep."""
+    if not on_gpu:
+        return LinearConfig(16, 32, 4, 1)
+    block_n = 16 if num_cols <= 8192 else 32 if num_cols <= 40960 else 64
+    block_k = 256 if in_features <= 4096 else 512
+    return LinearConfig(block_n, block_k, 4, 4)
+
+
+def _launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, out: torch.Tensor,
+            num_cols: int, silu_mul: bool, config: LinearConfig | None) -> torch.Tensor:
+    num_rows, in_features = x.shape
+    if num_rows == 0 or num_cols == 0:
+        return out
+    if num_rows > MAX_ROWS:
+        raise ValueError(f"skinny GEMM serves at most {MAX_ROWS} rows, got {num_rows}")
+    if config is None:
+        config = pick_linear_config(num_cols, in_features, x.is_cuda)
+    block_k = min(config.block_k, max(16, triton.next_power_of_2(in_features)))
+    _skinny_gemm_kernel[(triton.cdiv(num_cols, config.block_n),)](
+        x, weight, bias if bias is not None else out, out,
+        num_rows, num_cols, in_features, num_cols if silu_mul else 0,
+        *x.stride(), *weight.stride(), *out.stride(),
+        BLOCK_M=16, BLOCK_N=config.block_n, BLOCK_K=block_k,
+        HAS_BIAS=bias is not None, SILU_MUL=silu_mul, EVEN_K=in_features % block_k == 0,
+        DOT_PRECISION="ieee" if x.dtype == torch.float32 else "tf32",
+        num_warps=config.num_warps, num_stages=config.num_stages,
+    )
+    return out
+
+
+def linear_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+                  config: LinearConfig | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
+    """x [M, K] (M <= MAX_ROWS), weight [N, K], bias [N] -> [M, N] in x's dtype."""
+    if out is None:
+        out = torch.empty((x.shape[0], weight.shape[0]), dtype=x.dtype, device=x.device)
+    return _launch(x, weight, bias, out, weight.shape[0], False, config)
+
+
+def linear_silu_mul_triton(x: torch.Tensor, weight: torch.Tensor, config: LinearConfig | None = None,
+                           out: torch.Tensor | None = None) -> torch.Tensor:
+    """x [M, K] (M <= MAX_ROWS), weight [2I, K] (gate | up) -> silu(x W_g^T) * (x W_u^T) [M, I]."""
+    inter = weight.shape[0] // 2
+    if out is None:
+        out = torch.empty((x.shape[0], inter), dtype=x.dtype, device=x.device)
+    return _launch(x, weight, None, out, inter, True, config)
