@@ -46,7 +46,8 @@ class Projection:
                         for _ in range(copies)]
         self.bias = torch.randn(n, device="cuda", dtype=torch.bfloat16) if has_bias else None
         self.x = torch.randn(rows, k, device="cuda", dtype=torch.bfloat16)
-        self.config = linear.pick_linear_config(n // 2 if self.silu_mul else n, k, True)
+        self.config = linear.pick_linear_config(n // 2 if self.silu_mul else n, k,
+                                               linear.num_sms(self.x.device), self.silu_mul)
 
     def triton_fns(self, config=None) -> list:
         if self.silu_mul:

@@ -25,6 +25,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .paged_attention_config import num_sms
+
 MAX_ROWS = 16  # largest M this kernel serves (one 16-row MMA tile)
 
 
@@ -90,14 +92,21 @@ def _skinny_gemm_kernel(
     tl.store(out_ptrs, result, mask=row_valid[:, None] & col_valid[None, :])
 
 
-def pick_linear_config(num_cols: int, in_features: int, on_gpu: bool) -> LinearConfig:
-    """Enough programs to keep every SM streaming (several resident per SM), long K steps for deep
-    reductions. Measured on an H200 by benchmarks/bench_linear.py --sweep."""
+def pick_linear_config(num_cols: int, in_features: int, num_sms: int, silu_mul: bool = False,
+                       on_gpu: bool = True) -> LinearConfig:
+    """Measured on an H200 (benchmarks/bench_linear.py --sweep, qwen2.5-7b projections, M = 1).
+
+    A weight small enough for one wave (num_cols <= 64 per SM: qkv, o_proj, down of a 7B model) gets the
+    narrowest slab that still fits one program per SM, so no SM runs a second program after the others
+    finish (qkv, 4608 columns: 72 programs of 64 columns ran 11.2 us, 144 of 32 ran 13.1 us); each program
+    keeps ~96-128 KB of loads in flight. Wider weights (gate|up, lm_head) run many waves of 32-column
+    programs; the gated variant streams two slabs, so it halves BLOCK_K to keep the same bytes per stage."""
     if not on_gpu:
         return LinearConfig(16, 32, 4, 1)
-    block_n = 16 if num_cols <= 8192 else 32 if num_cols <= 40960 else 64
-    block_k = 256 if in_features <= 4096 else 512
-    return LinearConfig(block_n, block_k, 4, 4)
+    if num_cols <= 64 * num_sms:
+        block_n = min(64, max(16, triton.next_power_of_2(triton.cdiv(num_cols, num_sms))))
+        return LinearConfig(block_n, 256, 4, 6 if block_n <= 32 else 4)
+    return LinearConfig(32, 128 if silu_mul else 256, 4, 4)
 
 
 def _launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, out: torch.Tensor,
@@ -108,7 +117,7 @@ def _launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, ou
     if num_rows > MAX_ROWS:
         raise ValueError(f"skinny GEMM serves at most {MAX_ROWS} rows, got {num_rows}")
     if config is None:
-        config = pick_linear_config(num_cols, in_features, x.is_cuda)
+        config = pick_linear_config(num_cols, in_features, num_sms(x.device), silu_mul, x.is_cuda)
     block_k = min(config.block_k, max(16, triton.next_power_of_2(in_features)))
     _skinny_gemm_kernel[(triton.cdiv(num_cols, config.block_n),)](
         x, weight, bias if bias is not None else out, out,
