@@ -7,19 +7,23 @@ our silu_and_mul kernel, as the engine ran before), down, lm_head. A projection 
 its weight bytes, so the floor is weight bytes / copy bandwidth (4.23 TB/s on the H200,
 ../shared/notes/gpu-anchors.md); TB/s = weight bytes / time. Each timing replays one CUDA graph that cycles
 over weight copies (>= 512 MiB together, so nothing stays in the 60 MB L2), as consecutive layers do.
-`--sweep` times tile configs at M = 1 (block_n x block_k x warps x stages). Writes linear.json / linear.md.
+`--sweep` times tile configs at M = 1 (block_n x block_k x warps x stages). `--pdl` times a decode-like chain
+(RMSNorm -> projection, per weight copy) with programmatic dependent launch off and on (kernels/pdl.py).
+Writes linear.json / linear.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 import torch
 from bench_kernels import ROOT, environment, git_commit, graph_ms, kernel_module
 
 linear = kernel_module("linear_triton")
+rms_norm = kernel_module("rms_norm_triton")
 activation = kernel_module("activation_triton")
 Config = linear.LinearConfig
 COPY_TBPS = 4.23
@@ -98,7 +102,35 @@ def bench(rows_list: list[int], sweep: bool) -> tuple[list[dict], list[dict]]:
     return results, sweep_rows
 
 
-def markdown(env: dict, results: list[dict], sweep_rows: list[dict]) -> str:
+def _norm_then_project(proj: Projection, weight: torch.Tensor, norm_weight: torch.Tensor):
+    def step() -> torch.Tensor:
+        normed = rms_norm.rms_norm_triton(proj.x, norm_weight, 1e-6)[0]
+        if proj.silu_mul:
+            return linear.linear_silu_mul_triton(normed, weight)
+        return linear.linear_triton(normed, weight, proj.bias)
+
+    return step
+
+
+def bench_pdl() -> list[dict]:
+    """Per projection at M = 1: GPU time per (RMSNorm + projection) pair of a captured chain, PDL off / on."""
+    rows = []
+    for name in ("qkv", "o_proj", "gate_up+silu", "down"):
+        proj = Projection(name, 1)
+        norm_weight = torch.ones(proj.x.shape[1], device="cuda", dtype=torch.bfloat16)
+        times = {}
+        for mode in ("0", "1"):
+            os.environ["OMNISERVE_PDL"] = mode
+            times[mode] = graph_ms([_norm_then_project(proj, w, norm_weight) for w in proj.weights]) * 1e3
+        os.environ.pop("OMNISERVE_PDL")
+        rows.append(dict(shape=name, off_us=times["0"], on_us=times["1"]))
+        print("pdl", rows[-1], flush=True)
+        del proj
+        torch.cuda.empty_cache()
+    return rows
+
+
+def markdown(env: dict, results: list[dict], sweep_rows: list[dict], pdl_rows: list[dict]) -> str:
     lines = [f"# Decode projections, {env['date']}",
              f"{env['gpu']}, torch {env['torch']}, triton {env['triton']}, commit {env['commit']}; "
              "qwen2.5-7b shapes, bf16; CUDA-graph replays over weight copies (>= 512 MiB); "
@@ -116,6 +148,10 @@ def markdown(env: dict, results: list[dict], sweep_rows: list[dict]) -> str:
         lines += ["", "| projection (M = 1) | best sweep config | us | TB/s |", "| --- | --- | --- | --- |"]
         lines += [f"| {r['shape']} | {r['config']} | {r['us']:.1f} | {r['tbps']:.2f} |"
                   for r in best.values()]
+    if pdl_rows:
+        lines += ["", "| chain RMSNorm + projection (M = 1), us per pair | PDL off | PDL on |",
+                  "| --- | --- | --- |"]
+        lines += [f"| {r['shape']} | {r['off_us']:.1f} | {r['on_us']:.1f} |" for r in pdl_rows]
     return "\n".join(lines) + "\n"
 
 
@@ -124,15 +160,17 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--sweep", action="store_true", help="also time tile configs at M = 1")
     parser.add_argument("--rows", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--pdl", action="store_true", help="time RMSNorm -> projection chains, PDL off/on")
     parser.add_argument("--commit", default=None, help="commit to record (default: git describe here)")
     args = parser.parse_args()
     torch.manual_seed(0)
     env = environment(args.commit or git_commit())
     results, sweep_rows = bench(args.rows, args.sweep)
+    pdl_rows = bench_pdl() if args.pdl else []
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "linear.json").write_text(json.dumps(dict(environment=env, results=results, sweep=sweep_rows),
-                                                     indent=1))
-    table = markdown(env, results, sweep_rows)
+    record = dict(environment=env, results=results, sweep=sweep_rows, pdl=pdl_rows)
+    (args.out / "linear.json").write_text(json.dumps(record, indent=1))
+    table = markdown(env, results, sweep_rows, pdl_rows)
     (args.out / "linear.md").write_text(table)
     print(table)
 

@@ -24,8 +24,10 @@ from dataclasses import dataclass
 import torch
 import triton
 import triton.language as tl
+from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
 from .paged_attention_config import num_sms
+from .pdl import pdl_enabled
 
 MAX_ROWS = 16  # largest M this kernel serves (one 16-row MMA tile)
 
@@ -45,7 +47,11 @@ def _skinny_gemm_kernel(
     stride_xm, stride_xk, stride_wn, stride_wk, stride_om, stride_on,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     HAS_BIAS: tl.constexpr, SILU_MUL: tl.constexpr, EVEN_K: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    USE_PDL: tl.constexpr,
 ):
+    if USE_PDL:  # kernels/pdl.py: the previous kernel has finished (x is ready, out is free) past this line
+        gdc_wait()
+        gdc_launch_dependents()
     pid = tl.program_id(0)
     offs_m = tl.arange(0, BLOCK_M)
     offs_n = pid * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -119,14 +125,15 @@ def _launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, ou
     if config is None:
         config = pick_linear_config(num_cols, in_features, num_sms(x.device), silu_mul, x.is_cuda)
     block_k = min(config.block_k, max(16, triton.next_power_of_2(in_features)))
+    use_pdl = pdl_enabled(x.device)
     _skinny_gemm_kernel[(triton.cdiv(num_cols, config.block_n),)](
         x, weight, bias if bias is not None else out, out,
         num_rows, num_cols, in_features, num_cols if silu_mul else 0,
         *x.stride(), *weight.stride(), *out.stride(),
         BLOCK_M=16, BLOCK_N=config.block_n, BLOCK_K=block_k,
         HAS_BIAS=bias is not None, SILU_MUL=silu_mul, EVEN_K=in_features % block_k == 0,
-        DOT_PRECISION="ieee" if x.dtype == torch.float32 else "tf32",
-        num_warps=config.num_warps, num_stages=config.num_stages,
+        DOT_PRECISION="ieee" if x.dtype == torch.float32 else "tf32", USE_PDL=use_pdl,
+        num_warps=config.num_warps, num_stages=config.num_stages, launch_pdl=use_pdl,
     )
     return out
 

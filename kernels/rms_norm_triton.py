@@ -14,14 +14,20 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
+
+from .pdl import pdl_enabled
 
 
 @triton.jit
 def _rms_norm_kernel(
     x_ptr, residual_ptr, weight_ptr, out_ptr, sum_ptr, eps, hidden,
     stride_weight, stride_x_row, stride_r_row, stride_o_row, stride_s_row,
-    HAS_RESIDUAL: tl.constexpr, BLOCK_H: tl.constexpr,
+    HAS_RESIDUAL: tl.constexpr, BLOCK_H: tl.constexpr, USE_PDL: tl.constexpr,
 ):
+    if USE_PDL:  # kernels/pdl.py
+        gdc_wait()
+        gdc_launch_dependents()
     row = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, BLOCK_H)
     mask = cols < hidden
@@ -62,11 +68,12 @@ def rms_norm_triton(
     if num_rows == 0:
         return out, new_residual
     block_h = triton.next_power_of_2(hidden)
+    use_pdl = pdl_enabled(x.device)
     _rms_norm_kernel[(num_rows,)](
         x_rows, residual_rows, weight, out, sum_rows, eps, hidden,
         weight.stride(0), x_rows.stride(0), residual_rows.stride(0), hidden, sum_rows.stride(0),
-        HAS_RESIDUAL=residual is not None, BLOCK_H=block_h,
-        num_warps=min(16, max(1, block_h // 256)),
+        HAS_RESIDUAL=residual is not None, BLOCK_H=block_h, USE_PDL=use_pdl,
+        num_warps=min(16, max(1, block_h // 256)), launch_pdl=use_pdl,
         enable_fp_fusion=False,  # keep the reference's separate roundings (no FMA)
     )
     return out, new_residual

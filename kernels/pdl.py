@@ -1,0 +1,30 @@
+"""Programmatic dependent launch (PDL, Hopper and later): let a kernel start while its predecessor drains.
+
+A kernel launched with `launch_pdl=True` may be scheduled before the previous kernel in its stream has
+finished; it must execute `gdc_wait()` (griddepcontrol.wait: the predecessor has completed and its writes
+are visible) before it touches any memory the predecessor reads or writes, which for our kernels means
+before any load of activations and before any store (an output buffer may reuse memory the predecessor
+is still reading). Only reads of weights, which nothing writes during a forward, may come before the wait.
+`gdc_launch_dependents()` then lets the next PDL kernel be scheduled early. Kernels launched without the
+attribute (cuBLAS, torch) keep full stream ordering on both sides, so a chain may mix the two freely.
+
+Stream capture records the launches as programmatic graph edges, so decode CUDA graphs keep the overlap.
+Off on CPU (the interpreter has no griddepcontrol), before sm_90, and with OMNISERVE_PDL=0.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+_ENABLED: dict[int, bool] = {}
+
+
+def pdl_enabled(device: torch.device) -> bool:
+    if device.type != "cuda" or os.environ.get("OMNISERVE_PDL", "1") == "0":
+        return False
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    if index not in _ENABLED:
+        _ENABLED[index] = torch.cuda.get_device_capability(index)[0] >= 9
+    return _ENABLED[index]
