@@ -84,6 +84,8 @@ def bench(rows_list: list[int], sweep: bool) -> tuple[list[dict], list[dict]]:
             row = dict(shape=name, rows=rows, weight_mb=proj.weight_bytes / 1e6, ours_us=ours_ms * 1e3,
                        cublas_us=cublas_ms * 1e3, floor_us=floor_ms * 1e3, ours_tbps=proj.tbps(ours_ms),
                        cublas_tbps=proj.tbps(cublas_ms), rel_error=error,
+                       engine="Triton" if linear.serves(rows, SHAPES[name][0] // (2 if proj.silu_mul else 1),
+                                                         linear.num_sms(proj.x.device)) else "cuBLAS",
                        config=str(proj.config))
             results.append(row)
             print(row, flush=True)
@@ -136,10 +138,11 @@ def markdown(env: dict, results: list[dict], sweep_rows: list[dict], pdl_rows: l
              "qwen2.5-7b shapes, bf16; CUDA-graph replays over weight copies (>= 512 MiB); "
              f"floor = weight bytes / {COPY_TBPS} TB/s.", "",
              "| projection | M | MB | Triton us | cuBLAS us | floor us | Triton TB/s | cuBLAS TB/s | "
-             "Triton / floor | rel err |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "Triton / floor | engine uses | rel err |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     lines += [f"| {r['shape']} | {r['rows']} | {r['weight_mb']:.1f} | {r['ours_us']:.1f} | "
               f"{r['cublas_us']:.1f} | {r['floor_us']:.1f} | {r['ours_tbps']:.2f} | {r['cublas_tbps']:.2f} | "
-              f"{r['floor_us'] / r['ours_us']:.0%} | {r['rel_error']:.1e} |" for r in results]
+              f"{r['floor_us'] / r['ours_us']:.0%} | {r['engine']} | {r['rel_error']:.1e} |" for r in results]
     if sweep_rows:
         best: dict[str, dict] = {}
         for r in sweep_rows:

@@ -98,15 +98,25 @@ def _skinny_gemm_kernel(
     tl.store(out_ptrs, result, mask=row_valid[:, None] & col_valid[None, :])
 
 
+def serves(num_rows: int, num_cols: int, num_sms: int) -> bool:
+    """Whether this kernel beats cuBLAS for the shape (benchmarks/bench_linear.py on an H200).
+
+    One wave of 32-column programs (o_proj, down of a 7B model: <= 32 columns per SM) and many waves
+    (gate|up, lm_head) win. In between (qkv, 4608 columns on 132 SMs), one wave needs 64-column programs on
+    half the SMs or 32-column ones with a second program on some SMs: 11.2-13.9 us against cuBLAS's 10.9."""
+    if not 0 < num_rows <= MAX_ROWS:
+        return False
+    return not 32 * num_sms < num_cols <= 64 * num_sms
+
+
 def pick_linear_config(num_cols: int, in_features: int, num_sms: int, silu_mul: bool = False,
                        on_gpu: bool = True) -> LinearConfig:
     """Measured on an H200 (benchmarks/bench_linear.py --sweep, qwen2.5-7b projections, M = 1).
 
-    A weight small enough for one wave (num_cols <= 64 per SM: qkv, o_proj, down of a 7B model) gets the
-    narrowest slab that still fits one program per SM, so no SM runs a second program after the others
-    finish (qkv, 4608 columns: 72 programs of 64 columns ran 11.2 us, 144 of 32 ran 13.1 us); each program
-    keeps ~96-128 KB of loads in flight. Wider weights (gate|up, lm_head) run many waves of 32-column
-    programs; the gated variant streams two slabs, so it halves BLOCK_K to keep the same bytes per stage."""
+    A weight small enough for one wave gets the narrowest slab that still fits one program per SM, so no
+    SM runs a second program after the others finish; each program keeps ~96-128 KB of loads in flight.
+    Wider weights (gate|up, lm_head) run many waves of 32-column programs; the gated variant streams two
+    slabs, so it halves BLOCK_K to keep the same bytes per stage."""
     if not on_gpu:
         return LinearConfig(16, 32, 4, 1)
     if num_cols <= 64 * num_sms:

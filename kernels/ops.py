@@ -49,16 +49,18 @@ def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
     return silu_and_mul_torch(x)
 
 
-_SKINNY_MAX_ROWS = 16  # = linear_triton.MAX_ROWS (not imported here: Triton loads lazily)
+def _skinny(x: torch.Tensor, num_cols: int) -> bool:
+    """Decode-sized rows on CUDA where the Triton skinny GEMM beats cuBLAS (kernels/linear_triton.py)."""
+    if not (x.is_cuda and x.dim() == 2 and envs.skinny_gemm()):
+        return False
+    from omniserve.kernels.linear_triton import serves
+    from omniserve.kernels.paged_attention_config import num_sms
 
-
-def _skinny(x: torch.Tensor) -> bool:
-    """Decode-sized rows on CUDA: the Triton skinny GEMM (see kernels/linear_triton.py for why)."""
-    return x.is_cuda and x.dim() == 2 and 0 < x.shape[0] <= _SKINNY_MAX_ROWS and envs.skinny_gemm()
+    return serves(x.shape[0], num_cols, num_sms(x.device))
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    if _skinny(x):
+    if _skinny(x, weight.shape[0]):
         from omniserve.kernels.linear_triton import linear_triton
 
         return linear_triton(x, weight, bias)
@@ -67,7 +69,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
 
 def linear_silu_mul(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """x [M, K], weight [2I, K] (gate | up) -> silu(x W_g^T) * (x W_u^T) [M, I]."""
-    if _skinny(x):
+    if _skinny(x, weight.shape[0] // 2):
         from omniserve.kernels.linear_triton import linear_silu_mul_triton
 
         return linear_silu_mul_triton(x, weight)
