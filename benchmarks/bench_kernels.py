@@ -253,6 +253,7 @@ def bench_small() -> list[dict]:
     e = x.element_size()
     norm, act = kernel_module("rms_norm_triton"), kernel_module("activation_triton")
     rope, kv_write = kernel_module("rotary_triton"), kernel_module("kv_write_triton")
+    rope_kv = kernel_module("rotary_kv_triton")
     # name: (ours, torch reference or None (in-place: checked below), bytes read + written)
     cases = {
         "rms_norm+residual": (lambda: norm.rms_norm_triton(x, weight, 1e-6, residual),
@@ -265,6 +266,11 @@ def bench_small() -> list[dict]:
                             None, 2 * tokens * (Q_HEADS + KV_HEADS) * HEAD_DIM * e),
         "write_kv": (lambda: kv_write.write_kv_triton(k, v, pool[:, 0], pool[:, 1], slots),
                      None, 4 * tokens * KV_HEADS * HEAD_DIM * e),
+        # q read + written, k and v read and written into the pool (k itself is not written back)
+        "rotary+write_kv (M-RoPE)": (
+            lambda: rope_kv.rotary_write_kv_triton(q, k, v, positions, cos_sin, mrope, pool[:, 0], pool[:, 1],
+                                                   slots),
+            None, 2 * tokens * (Q_HEADS + 2 * KV_HEADS) * HEAD_DIM * e),
     }
     # in-place kernels: compare on copies
     fused_ref = qkv.clone()
@@ -278,6 +284,14 @@ def bench_small() -> list[dict]:
     kernel_module("kv_write").write_kv_torch(k, v, pool_ref[:, 0], pool_ref[:, 1], slots)
     kv_write.write_kv_triton(k, v, pool_ours[:, 0], pool_ours[:, 1], slots)
     errors["write_kv"] = rel_error(pool_ours, pool_ref)
+    fused_ref, fused_ours = qkv.clone(), qkv.clone()
+    pool_ref, pool_ours = pool.clone(), pool.clone()
+    kernel_module("rotary_kv").rotary_write_kv_torch(*split_qkv(fused_ref), positions, cos_sin, mrope,
+                                                     pool_ref[:, 0], pool_ref[:, 1], slots)
+    rope_kv.rotary_write_kv_triton(*split_qkv(fused_ours), positions, cos_sin, mrope, pool_ours[:, 0],
+                                   pool_ours[:, 1], slots)
+    errors["rotary+write_kv (M-RoPE)"] = rel_error(torch.cat([fused_ours.flatten(), pool_ours.flatten()]),
+                                                   torch.cat([fused_ref.flatten(), pool_ref.flatten()]))
     rows = []
     for name, (fn, reference, num_bytes) in cases.items():
         if reference is not None:

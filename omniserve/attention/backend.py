@@ -4,6 +4,10 @@ Contract of every backend:
 - `write_kv(k, v, k_cache, v_cache, slot_mapping)` stores this step's K/V ([T, Hkv, D]) at their slots,
   skipping negative slots; it must run before `attend` of the same layer (so chunks and prefix readers in
   the same step see it).
+- `rotate_and_write_kv(q, k, v, positions, cos_sin_cache, mrope_section, k_cache, v_cache, slot_mapping)`
+  does the layer's rotary embedding and `write_kv` in one: q ([T, Hq, D]) is rotated in place, and rotated k
+  with v lands at the slots; k and v themselves stay unchanged (`attend` reads K/V only from the cache).
+  Positions are [T] or [3, T] (M-RoPE), as in kernels/rotary.py.
 - `plan(metadata)` runs once per step, before the forward; whatever it returns (index tensors derived from
   the metadata, or None) is handed to every layer's `attend`.
 - `attend(q, k_cache, v_cache, metadata, scale, plan)` returns [T, Hq, D]: causal attention of every query
@@ -36,6 +40,20 @@ class AttentionBackend(ABC):
         slot_mapping: torch.Tensor,
     ) -> None: ...
 
+    @abstractmethod
+    def rotate_and_write_kv(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        positions: torch.Tensor,
+        cos_sin_cache: torch.Tensor,
+        mrope_section: list[int] | None,
+        k_cache: torch.Tensor,
+        v_cache: torch.Tensor,
+        slot_mapping: torch.Tensor,
+    ) -> None: ...
+
     def plan(self, metadata: AttentionMetadata, block_size: int) -> Any:
         return None
 
@@ -63,6 +81,15 @@ class TorchAttentionBackend(AttentionBackend):
         from omniserve.kernels.kv_write import write_kv_torch
 
         write_kv_torch(k, v, k_cache, v_cache, slot_mapping)
+
+    def rotate_and_write_kv(
+        self, q, k, v, positions, cos_sin_cache, mrope_section, k_cache, v_cache, slot_mapping
+    ) -> None:
+        from omniserve.kernels.rotary_kv import rotary_write_kv_torch
+
+        rotary_write_kv_torch(
+            q, k, v, positions, cos_sin_cache, mrope_section, k_cache, v_cache, slot_mapping
+        )
 
     def plan(self, metadata, block_size):
         from omniserve.kernels.paged_attention import plan_paged_attention

@@ -24,13 +24,22 @@ class TritonAttentionBackend(AttentionBackend):
         from omniserve.kernels.interpreter import patch_triton_interpreter
         from omniserve.kernels.kv_write_triton import write_kv_triton
         from omniserve.kernels.paged_attention_triton import paged_attention_triton
+        from omniserve.kernels.rotary_kv_triton import rotary_write_kv_triton
 
         patch_triton_interpreter()
         self._write_kv = write_kv_triton
         self._attend = paged_attention_triton
+        self._rotate_and_write_kv = rotary_write_kv_triton
 
     def write_kv(self, k, v, k_cache, v_cache, slot_mapping) -> None:
         self._write_kv(k, v, k_cache, v_cache, slot_mapping)
+
+    def rotate_and_write_kv(
+        self, q, k, v, positions, cos_sin_cache, mrope_section, k_cache, v_cache, slot_mapping
+    ) -> None:
+        self._rotate_and_write_kv(
+            q, k, v, positions, cos_sin_cache, mrope_section, k_cache, v_cache, slot_mapping
+        )
 
     def attend(self, q, k_cache, v_cache, metadata, scale, plan) -> torch.Tensor:
         return self._attend(

@@ -48,8 +48,7 @@ class Qwen2Attention(nn.Module):
         q = q.reshape(num_tokens, self.num_heads, self.head_dim)  # [T, Hq, D]
         k = k.reshape(num_tokens, self.num_kv_heads, self.head_dim)  # [T, Hkv, D]
         v = v.reshape(num_tokens, self.num_kv_heads, self.head_dim)
-        self.rotary(positions, q, k)
-        out = self.attn(q, k, v)  # [T, Hq, D]
+        out = self.attn(q, k, v, self.rotary, positions)  # rotates q and k as it writes K/V; [T, Hq, D]
         return self.o_proj(out.reshape(num_tokens, -1))
 
 
