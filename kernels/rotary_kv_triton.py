@@ -20,7 +20,9 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
+from .pdl import pdl_enabled
 from .rotary_triton import position_strides, rotate_heads, rotated_heads, token_cos_sin
 
 
@@ -35,8 +37,11 @@ def _rotary_write_kv_kernel(
     stride_kc_page, stride_kc_slot, stride_kc_head, stride_kc_dim,
     stride_vc_page, stride_vc_slot, stride_vc_head, stride_vc_dim,
     MROPE: tl.constexpr, HALF: tl.constexpr, HALF_PAD: tl.constexpr,
-    Q_HEADS_PAD: tl.constexpr, KV_HEADS_PAD: tl.constexpr,
+    Q_HEADS_PAD: tl.constexpr, KV_HEADS_PAD: tl.constexpr, USE_PDL: tl.constexpr,
 ):
+    if USE_PDL:  # kernels/pdl.py
+        gdc_wait()
+        gdc_launch_dependents()
     token = tl.program_id(0).to(tl.int64)
     cos, sin = token_cos_sin(positions_ptr, cos_sin_ptr, token, section_1, section_2, stride_pos_axis,
                               stride_pos_token, stride_cache_pos, stride_cache_col, MROPE, HALF, HALF_PAD)
@@ -85,6 +90,7 @@ def rotary_write_kv_triton(
     mrope, section_1, section_2, stride_pos_axis, stride_pos_token = position_strides(
         positions, half, mrope_section
     )
+    use_pdl = pdl_enabled(q.device)
     _rotary_write_kv_kernel[(num_tokens,)](
         q, k, v, positions, cos_sin_cache, k_cache, v_cache, slot_mapping,
         num_q_heads, num_kv_heads, section_1, section_2, k_cache.shape[1],
@@ -92,6 +98,6 @@ def rotary_write_kv_triton(
         *k_cache.stride(), *v_cache.stride(),
         MROPE=mrope, HALF=half, HALF_PAD=triton.next_power_of_2(half),
         Q_HEADS_PAD=triton.next_power_of_2(num_q_heads), KV_HEADS_PAD=triton.next_power_of_2(num_kv_heads),
-        num_warps=4,
+        USE_PDL=use_pdl, num_warps=4, launch_pdl=use_pdl,
         enable_fp_fusion=False,  # keep the reference's separate roundings (no FMA)
     )
