@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from hf_compat import vision_size
 
 # The preprocessor_config.json of the released Qwen2.5-Omni-7B checkpoint (field values as published).
 QWEN2_5_OMNI_7B_PREPROCESSOR = {
@@ -45,14 +46,14 @@ def hf_image_processor():
     """transformers' Qwen2VLImageProcessor (torchvision backend) with a small max_pixels for speed."""
     from transformers.models.qwen2_vl import Qwen2VLImageProcessor
 
-    return Qwen2VLImageProcessor(min_pixels=56 * 56, max_pixels=28 * 28 * 160)
+    return Qwen2VLImageProcessor(size=vision_size(56 * 56, 28 * 28 * 160))
 
 
 @pytest.fixture(scope="session")
 def hf_video_processor():
     from transformers.models.qwen2_vl import Qwen2VLVideoProcessor
 
-    return Qwen2VLVideoProcessor(min_pixels=56 * 56, max_pixels=28 * 28 * 64)
+    return Qwen2VLVideoProcessor(size=vision_size(56 * 56, 28 * 28 * 64))
 
 
 @pytest.fixture(scope="session")
@@ -63,9 +64,11 @@ def omni_processor_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from omniserve.demo import build_tokenizer
 
     folder = tmp_path_factory.mktemp("omni-processor")
+    # transformers' default bounds, spelled out: in 5.17 a default-built processor inherits the bounds of any
+    # processor built earlier in the process with min_pixels=/max_pixels= (omniserve.demo_omni's builders do)
     processor = Qwen2_5OmniProcessor(
-        image_processor=Qwen2VLImageProcessor(),
-        video_processor=Qwen2VLVideoProcessor(),
+        image_processor=Qwen2VLImageProcessor(size=vision_size(56 * 56, 28 * 28 * 1280)),
+        video_processor=Qwen2VLVideoProcessor(size=vision_size(128 * 28 * 28, 768 * 28 * 28)),
         feature_extractor=WhisperFeatureExtractor(feature_size=128, return_attention_mask=True),
         tokenizer=build_tokenizer(),
     )

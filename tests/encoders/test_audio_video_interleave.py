@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hf_compat import audio_in_video_kwargs
 from omniserve.encoders.audio_features import AudioFeatureConfig, num_audio_tokens
 from omniserve.encoders.audio_video_interleave import PlaceholderRun, audio_in_video_runs, chunk_bounds
 
@@ -25,8 +26,8 @@ def test_runs_match_the_omni_processor(omni_processor_dir: Path, fps: float, aud
         text="<|vision_bos|><|VIDEO|><|vision_eos|>",
         videos=[video],
         audio=[audio],
-        audio_from_video_indices=[0],  # the audio above is the track of video 0 (no torchcodec needed)
-        load_audio_from_video=True,
+        # the audio above is the track of video 0 (no torchcodec needed)
+        **audio_in_video_kwargs(processor, [0]),
         videos_kwargs={"fps": fps},
         return_tensors="pt",
     )

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import torch
+from hf_compat import audio_in_video_kwargs
 from mm_test_media import frames, image, mp4_with_audio, speech
 from omniserve.encoders.video_io import VideoOptions, load_video
 
@@ -79,7 +80,7 @@ def hf_generate(
     return out[0, inputs["input_ids"].shape[1] :].tolist()
 
 
-def omni_cases() -> dict[str, tuple[str, dict, dict, dict, dict]]:
+def omni_cases(processor) -> dict[str, tuple[str, dict, dict, dict, dict]]:
     """name -> (text, our multi_modal_data, our mm_processor_kwargs, HF processor and generate kwargs)"""
     clip = mp4_with_audio(num_frames=12, fps=4, audio_seconds=3.0)
     decoded = load_video(clip, VideoOptions(fps=2.0, load_audio=True))
@@ -113,8 +114,7 @@ def omni_cases() -> dict[str, tuple[str, dict, dict, dict, dict]]:
                 "videos": [decoded.frames],
                 "audio": [speech(1.0, seed=5), decoded.audio],
                 "videos_kwargs": {"fps": 2.0},
-                "audio_from_video_indices": [None, 0],
-                "load_audio_from_video": True,
+                **audio_in_video_kwargs(processor, [None, 0]),
             },
             {"use_audio_in_video": True},
         ),
@@ -123,7 +123,7 @@ def omni_cases() -> dict[str, tuple[str, dict, dict, dict, dict]]:
 
 def test_omni_thinker_matches_transformers_batched_and_chunked(omni) -> None:
     path, model, processor = omni
-    cases = omni_cases()
+    cases = omni_cases(processor)
     expected = {
         name: quiet(hf_generate, model, processor, text, hf_kw, gen_kw)
         for name, (text, _, _, hf_kw, gen_kw) in cases.items()

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from hf_compat import audio_in_video_kwargs
 from mm_test_media import data_url, frames, image, mp4_with_audio, png_bytes, speech, wav_bytes
 from omniserve.encoders.video_io import VideoOptions, load_video
 
@@ -39,7 +40,7 @@ def omni_reference(processor, model, case: Case):
     if case.fps is not None:
         kwargs["videos_kwargs"] = {"fps": case.fps}
     if case.audio_from_video is not None:
-        kwargs.update(audio_from_video_indices=case.audio_from_video, load_audio_from_video=True)
+        kwargs.update(audio_in_video_kwargs(processor, case.audio_from_video))
     ref = processor(
         text=case.text,
         images=case.images or None,
