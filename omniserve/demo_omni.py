@@ -270,14 +270,20 @@ def build_qwen2_5_omni_checkpoint(
     return path
 
 
+def _vision_size(min_pixels: int, max_pixels: int) -> dict[str, int]:
+    """`size=` for the Qwen2VL processors: transformers 5.17 turns `min_pixels=` / `max_pixels=` into writes
+    to the class-wide default `size`, which every processor built later in the process would inherit."""
+    return {"shortest_edge": min_pixels, "longest_edge": max_pixels}
+
+
 def _omni_processor(tokenizer: transformers.PreTrainedTokenizerBase) -> transformers.ProcessorMixin:
     from transformers import Qwen2_5OmniProcessor, WhisperFeatureExtractor
     from transformers.models.qwen2_vl import Qwen2VLImageProcessor, Qwen2VLVideoProcessor
 
     return Qwen2_5OmniProcessor(
-        image_processor=Qwen2VLImageProcessor(min_pixels=IMAGE_MIN_PIXELS, max_pixels=IMAGE_MAX_PIXELS),
+        image_processor=Qwen2VLImageProcessor(size=_vision_size(IMAGE_MIN_PIXELS, IMAGE_MAX_PIXELS)),
         video_processor=Qwen2VLVideoProcessor(
-            min_pixels=OMNI_VIDEO_MIN_PIXELS, max_pixels=OMNI_VIDEO_MAX_PIXELS
+            size=_vision_size(OMNI_VIDEO_MIN_PIXELS, OMNI_VIDEO_MAX_PIXELS)
         ),
         feature_extractor=WhisperFeatureExtractor(feature_size=128, return_attention_mask=True),
         tokenizer=tokenizer,
@@ -341,9 +347,9 @@ def build_qwen2_5_vl_checkpoint(
         path.mkdir(parents=True, exist_ok=True)
         model.save_pretrained(path)
         processor = Qwen2_5_VLProcessor(
-            image_processor=Qwen2VLImageProcessor(min_pixels=IMAGE_MIN_PIXELS, max_pixels=IMAGE_MAX_PIXELS),
+            image_processor=Qwen2VLImageProcessor(size=_vision_size(IMAGE_MIN_PIXELS, IMAGE_MAX_PIXELS)),
             video_processor=Qwen2VLVideoProcessor(
-                min_pixels=VL_VIDEO_MIN_PIXELS, max_pixels=VL_VIDEO_MAX_PIXELS
+                size=_vision_size(VL_VIDEO_MIN_PIXELS, VL_VIDEO_MAX_PIXELS)
             ),
             tokenizer=tokenizer,
             chat_template=tokenizer.chat_template,
