@@ -47,7 +47,6 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
 from .paged_attention_config import AttentionConfig, num_sms, pick_config, pick_num_splits
 from .paged_attention_split_triton import (
@@ -57,7 +56,6 @@ from .paged_attention_split_triton import (
     split_k_views,
     tile_rows,
 )
-from .pdl import pdl_enabled
 
 _LOG2E = 1.4426950408889634
 _SEARCH_BLOCK = tl.constexpr(128)  # sequences counted per step of the tile -> sequence search
@@ -133,11 +131,8 @@ def _paged_attention_kernel(
     HEAD_DIM_PAD: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     BLOCK_SIZE: tl.constexpr, DIRECT_GRID: tl.constexpr, SPLIT_K: tl.constexpr,
     MERGE_ROWS: tl.constexpr, SPLIT_CHUNK: tl.constexpr, QUERY_FILTER: tl.constexpr,
-    DOT_PRECISION: tl.constexpr, USE_PDL: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
 ):
-    if USE_PDL:  # kernels/pdl.py: q, the caches, out and the counters are free past this line
-        gdc_wait()
-        gdc_launch_dependents()
     pid = tl.program_id(0)
     kv_head = pid % NUM_KV_HEADS
     tile_id = num_tiles - 1 - pid // NUM_KV_HEADS  # last (longest-context) tiles start first
@@ -323,7 +318,6 @@ def paged_attention_launch(
         merge_rows = split_chunk = 1
         partial_out = partial_lse = counters = out  # unused
 
-    use_pdl = pdl_enabled(q.device)
     _paged_attention_kernel[(num_programs, num_splits)](
         q, k_cache, v_cache, out, partial_out, partial_lse, counters,
         query_start_loc, seq_lens, block_tables,
@@ -335,7 +329,7 @@ def paged_attention_launch(
         HEAD_DIM_PAD=head_dim_pad, BLOCK_Q=block_q, BLOCK_M=config.block_m, BLOCK_N=config.block_n,
         BLOCK_SIZE=block_size, DIRECT_GRID=direct_grid, SPLIT_K=split_k, MERGE_ROWS=merge_rows,
         SPLIT_CHUNK=split_chunk, QUERY_FILTER=query_filter,
-        DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32", USE_PDL=use_pdl,
-        num_warps=config.num_warps, num_stages=config.num_stages, launch_pdl=use_pdl,
+        DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
+        num_warps=config.num_warps, num_stages=config.num_stages,
     )
     return out
