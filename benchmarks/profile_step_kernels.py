@@ -19,7 +19,7 @@ import torch
 from bench_decode import NEW_TOKENS, PROMPT_LEN, QWEN25_7B, make_checkpoint_dir
 
 FAMILIES = [  # (family, substrings of kernel names), first match wins
-    ("attention", ["paged_attention"]),
+    ("attention", ["paged_attention", "merge_splits"]),
     ("rotary+kv_write", ["rotary_write_kv"]),  # the fused kernel (kernels/rotary_kv_triton.py)
     ("kv_write", ["write_kv", "kv_write"]),
     ("rotary", ["rotary"]),

@@ -25,18 +25,16 @@ Grid (computed from host-known sizes only, nothing read back from the device):
     axis 1: KV splits. With split-K the keys of each query tile are cut on the device into `num_splits`
         equal runs of whole KV tiles, sized from that sequence's own length (so a graph captured for the
         model's context spreads a 600-token context over the splits too); each program writes its
-        normalised partial output and log2-sum-exp into fp32 scratch (a program whose run is empty writes
-        nothing) and counts itself in its tile's arrival counter; the last of the tile's splits to arrive
-        merges them into `out` in the same launch (`merge_if_last_split`, paged_attention_split_triton.py).
+        normalised partial output and log2-sum-exp into fp32 scratch, a program whose run is empty only
+        marks its rows -inf, and `merge_splits_kernel` combines them (paged_attention_split_triton.py).
 
 For callers:
 - `max_query_len` / `max_seq_len` need only be upper bounds (a CUDA graph captured with the model's
   context length replays for any shorter one); they fix the grid, the tile config and the split count.
 - Split-K is chosen on the host when the grid has fewer programs than SMs: splits = enough for two
   programs per SM, at most 64, at least 4 KV tiles each of the longest context (`max_seq_len`). Its
-  scratch (fp32 partials) and arrival counters (int32, 0 between launches) are per-device buffers that
-  grow and are never freed (run each captured shape once before capture, as for Triton compilation);
-  launches that share them must run in one stream order, as the layers of a step do.
+  scratch is a per-device fp32 buffer that grows and is never freed (run each captured shape once before
+  capture, as for Triton compilation).
 - Constraints: Hq a multiple of Hkv; q, k and v of one dtype (fp16, bf16; fp32 for tests); any head_dim
   (padded to a power of two >= 16 with masks); any block_size (a compile-time constant: one compilation
   per block size).
@@ -49,13 +47,7 @@ import triton
 import triton.language as tl
 
 from .paged_attention_config import AttentionConfig, num_sms, pick_config, pick_num_splits
-from .paged_attention_split_triton import (
-    merge_if_last_split,
-    merge_layout,
-    split_k_counters,
-    split_k_views,
-    tile_rows,
-)
+from .paged_attention_split_triton import merge_splits_kernel, split_k_views
 
 _LOG2E = 1.4426950408889634
 _SEARCH_BLOCK = tl.constexpr(128)  # sequences counted per step of the tile -> sequence search
@@ -117,7 +109,7 @@ def _attend_tiles(
 
 @triton.jit
 def _paged_attention_kernel(
-    q_ptr, k_cache_ptr, v_cache_ptr, out_ptr, partial_out_ptr, partial_lse_ptr, counters_ptr,
+    q_ptr, k_cache_ptr, v_cache_ptr, out_ptr, partial_out_ptr, partial_lse_ptr,
     query_start_loc_ptr, seq_lens_ptr, block_tables_ptr,
     scale_log2, num_seqs, num_tiles, tiles_per_seq, num_splits,
     stride_q_token, stride_q_head, stride_q_dim,
@@ -130,8 +122,7 @@ def _paged_attention_kernel(
     NUM_KV_HEADS: tl.constexpr, QUERIES_PER_KV: tl.constexpr, HEAD_DIM: tl.constexpr,
     HEAD_DIM_PAD: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     BLOCK_SIZE: tl.constexpr, DIRECT_GRID: tl.constexpr, SPLIT_K: tl.constexpr,
-    MERGE_ROWS: tl.constexpr, SPLIT_CHUNK: tl.constexpr, QUERY_FILTER: tl.constexpr,
-    DOT_PRECISION: tl.constexpr,
+    QUERY_FILTER: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
     pid = tl.program_id(0)
     kv_head = pid % NUM_KV_HEADS
@@ -176,65 +167,63 @@ def _paged_attention_kernel(
     tile_hi = tl.cdiv(kv_end, BLOCK_N)
     if SPLIT_K:
         # this tile's own keys in `num_splits` equal runs (sized on the device, from this sequence's
-        # length: a graph captured for the longest context still spreads a short one over all splits);
-        # splits >= num_used_splits get no key (a short context in a graph sized for a long one)
+        # length: a graph captured for the longest context still spreads a short one over all splits)
         tiles_per_split = tl.cdiv(tile_hi, num_splits)
-        num_used_splits = tl.cdiv(tile_hi, tiles_per_split)
         tile_lo = split * tiles_per_split
         tile_hi = tl.minimum(tile_hi, tile_lo + tiles_per_split)
-        split_has_tiles = tile_lo < tile_hi
-    else:
-        split_has_tiles = True
     tile_mid = tl.maximum(tl.minimum(unmasked_tiles, tile_hi), tile_lo)
 
+    offs_m = tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, HEAD_DIM_PAD)
     dim_valid = offs_d < HEAD_DIM
-    # [M] query index within the chunk, token, head, validity
-    q_offset, token, q_head, row_valid = tile_rows(q_start, q_len, local_tile, kv_head, BLOCK_M, BLOCK_Q,
-                                                   QUERIES_PER_KV)
+    q_offset = local_tile * BLOCK_Q + offs_m // QUERIES_PER_KV  # [M] query index within the chunk
+    row_valid = (offs_m < BLOCK_Q * QUERIES_PER_KV) & (q_offset < q_len)
+    q_head = kv_head * QUERIES_PER_KV + offs_m % QUERIES_PER_KV  # [M]
     q_pos = context_len + q_offset  # [M] absolute positions
+    token = (q_start + q_offset).to(tl.int64)  # [M]
     row_mask = row_valid[:, None] & dim_valid[None, :]
-    if split_has_tiles:  # else only counted in the merge below (its rows get no partial)
-        q = tl.load(q_ptr + token[:, None] * stride_q_token + q_head[:, None] * stride_q_head
-                    + offs_d[None, :] * stride_q_dim, mask=row_mask, other=0.0)
-        k_base = k_cache_ptr + kv_head * stride_k_head
-        v_base = v_cache_ptr + kv_head * stride_v_head
-        block_table_row = block_tables_ptr + seq.to(tl.int64) * stride_bt_seq
-        acc = tl.zeros([BLOCK_M, HEAD_DIM_PAD], dtype=tl.float32)
-        l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
-        m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
-        acc, l_i, m_i = _attend_tiles(
-            acc, l_i, m_i, q, q_pos, k_base, v_base, block_table_row, tile_lo, tile_mid, kv_end,
-            stride_k_page, stride_k_slot, stride_k_dim, stride_v_page, stride_v_slot, stride_v_dim,
-            stride_bt_block, scale_log2, HEAD_DIM, HEAD_DIM_PAD, BLOCK_N, BLOCK_SIZE, False, DOT_PRECISION,
-        )
-        acc, l_i, m_i = _attend_tiles(
-            acc, l_i, m_i, q, q_pos, k_base, v_base, block_table_row, tile_mid, tile_hi, kv_end,
-            stride_k_page, stride_k_slot, stride_k_dim, stride_v_page, stride_v_slot, stride_v_dim,
-            stride_bt_block, scale_log2, HEAD_DIM, HEAD_DIM_PAD, BLOCK_N, BLOCK_SIZE, True, DOT_PRECISION,
-        )
-        if SPLIT_K:
-            # a split with no visible key for a row leaves l = 0: lse -inf and a zero partial (weight 0)
-            has_keys = l_i > 0.0
-            lse = tl.where(has_keys, m_i + tl.log2(tl.where(has_keys, l_i, 1.0)), float("-inf"))
-            partial = acc / tl.where(has_keys, l_i, 1.0)[:, None]
-            split_offset = split.to(tl.int64) * stride_po_split
-            tl.store(partial_out_ptr + split_offset + token[:, None] * stride_po_token
-                     + q_head[:, None] * stride_po_head + offs_d[None, :], partial, mask=row_mask)
-            lse_offset = split.to(tl.int64) * stride_pl_split
-            tl.store(partial_lse_ptr + lse_offset + token * stride_pl_token + q_head, lse, mask=row_valid)
-        else:
-            result = acc / l_i[:, None]
-            tl.store(out_ptr + token[:, None] * stride_o_token + q_head[:, None] * stride_o_head
-                     + offs_d[None, :] * stride_o_dim, result.to(out_ptr.dtype.element_ty), mask=row_mask)
+    q = tl.load(q_ptr + token[:, None] * stride_q_token + q_head[:, None] * stride_q_head
+                + offs_d[None, :] * stride_q_dim, mask=row_mask, other=0.0)
 
-    if SPLIT_K:  # every split of this tile counts itself, empty or not; the last one merges
-        merge_if_last_split(
-            out_ptr, partial_out_ptr, partial_lse_ptr, counters_ptr + pid, num_splits, num_used_splits,
-            q_start, q_len, local_tile, kv_head, stride_o_token, stride_o_head, stride_o_dim,
-            stride_po_split, stride_po_token, stride_po_head, stride_pl_split, stride_pl_token,
-            BLOCK_Q, QUERIES_PER_KV, MERGE_ROWS, SPLIT_CHUNK, HEAD_DIM, HEAD_DIM_PAD,
-        )
+
+    if SPLIT_K:
+        if tile_lo >= tile_hi:  # no key for this split: weight 0 in the merge (partial left unwritten)
+            lse_offset = split.to(tl.int64) * stride_pl_split
+            tl.store(partial_lse_ptr + lse_offset + token * stride_pl_token + q_head,
+                     tl.full([BLOCK_M], float("-inf"), dtype=tl.float32), mask=row_valid)
+            return
+
+    k_base = k_cache_ptr + kv_head * stride_k_head
+    v_base = v_cache_ptr + kv_head * stride_v_head
+    block_table_row = block_tables_ptr + seq.to(tl.int64) * stride_bt_seq
+    acc = tl.zeros([BLOCK_M, HEAD_DIM_PAD], dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    acc, l_i, m_i = _attend_tiles(
+        acc, l_i, m_i, q, q_pos, k_base, v_base, block_table_row, tile_lo, tile_mid, kv_end,
+        stride_k_page, stride_k_slot, stride_k_dim, stride_v_page, stride_v_slot, stride_v_dim,
+        stride_bt_block, scale_log2, HEAD_DIM, HEAD_DIM_PAD, BLOCK_N, BLOCK_SIZE, False, DOT_PRECISION,
+    )
+    acc, l_i, m_i = _attend_tiles(
+        acc, l_i, m_i, q, q_pos, k_base, v_base, block_table_row, tile_mid, tile_hi, kv_end,
+        stride_k_page, stride_k_slot, stride_k_dim, stride_v_page, stride_v_slot, stride_v_dim,
+        stride_bt_block, scale_log2, HEAD_DIM, HEAD_DIM_PAD, BLOCK_N, BLOCK_SIZE, True, DOT_PRECISION,
+    )
+
+    if SPLIT_K:
+        # a split with no visible key for a row leaves l = 0: lse -inf and a zero partial (weight 0)
+        has_keys = l_i > 0.0
+        lse = tl.where(has_keys, m_i + tl.log2(tl.where(has_keys, l_i, 1.0)), float("-inf"))
+        partial = acc / tl.where(has_keys, l_i, 1.0)[:, None]
+        split_offset = split.to(tl.int64) * stride_po_split
+        tl.store(partial_out_ptr + split_offset + token[:, None] * stride_po_token
+                 + q_head[:, None] * stride_po_head + offs_d[None, :], partial, mask=row_mask)
+        lse_offset = split.to(tl.int64) * stride_pl_split
+        tl.store(partial_lse_ptr + lse_offset + token * stride_pl_token + q_head, lse, mask=row_valid)
+    else:
+        result = acc / l_i[:, None]
+        tl.store(out_ptr + token[:, None] * stride_o_token + q_head[:, None] * stride_o_head
+                 + offs_d[None, :] * stride_o_dim, result.to(out_ptr.dtype.element_ty), mask=row_mask)
 
 
 def paged_attention_triton(
@@ -312,14 +301,11 @@ def paged_attention_launch(
 
     if split_k:
         partial_out, partial_lse = split_k_views(q.device, num_splits, num_tokens, num_q_heads, head_dim)
-        counters = split_k_counters(q.device, num_programs)
-        merge_rows, split_chunk = merge_layout(block_q, queries_per_kv, head_dim_pad, config.num_warps)
     else:
-        merge_rows = split_chunk = 1
-        partial_out = partial_lse = counters = out  # unused
+        partial_out = partial_lse = out  # unused
 
     _paged_attention_kernel[(num_programs, num_splits)](
-        q, k_cache, v_cache, out, partial_out, partial_lse, counters,
+        q, k_cache, v_cache, out, partial_out, partial_lse,
         query_start_loc, seq_lens, block_tables,
         scale * _LOG2E, num_seqs, num_tiles, tiles_per_seq, num_splits,
         *q.stride(), *k_cache.stride(), *v_cache.stride(), *out.stride(), *block_tables.stride(),
@@ -327,9 +313,15 @@ def paged_attention_launch(
         *(partial_lse.stride()[:2] if split_k else (0, 0)),
         NUM_KV_HEADS=num_kv_heads, QUERIES_PER_KV=queries_per_kv, HEAD_DIM=head_dim,
         HEAD_DIM_PAD=head_dim_pad, BLOCK_Q=block_q, BLOCK_M=config.block_m, BLOCK_N=config.block_n,
-        BLOCK_SIZE=block_size, DIRECT_GRID=direct_grid, SPLIT_K=split_k, MERGE_ROWS=merge_rows,
-        SPLIT_CHUNK=split_chunk, QUERY_FILTER=query_filter,
+        BLOCK_SIZE=block_size, DIRECT_GRID=direct_grid, SPLIT_K=split_k, QUERY_FILTER=query_filter,
         DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
         num_warps=config.num_warps, num_stages=config.num_stages,
     )
+    if split_k:
+        merge_splits_kernel[(num_tokens, num_q_heads)](
+            out, partial_out, partial_lse, query_start_loc, num_seqs, num_splits,
+            *out.stride(), *partial_out.stride()[:3], *partial_lse.stride()[:2],
+            HEAD_DIM=head_dim, HEAD_DIM_PAD=head_dim_pad, SPLITS_PAD=triton.next_power_of_2(num_splits),
+            QUERY_FILTER=query_filter, num_warps=4,
+        )
     return out
