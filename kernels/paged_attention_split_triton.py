@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
 
 @triton.jit
@@ -22,8 +23,13 @@ def merge_splits_kernel(
     stride_o_token, stride_o_head, stride_o_dim,
     stride_po_split, stride_po_token, stride_po_head, stride_pl_split, stride_pl_token,
     HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr, SPLITS_PAD: tl.constexpr, QUERY_FILTER: tl.constexpr,
+    USE_PDL: tl.constexpr,
 ):
-    """out[token, head] = sum_s 2^(lse_s - max) * partial_s / sum_s 2^(lse_s - max)."""
+    """out[token, head] = sum_s 2^(lse_s - max) * partial_s / sum_s 2^(lse_s - max). With PDL
+    (kernels/pdl.py) its programs are scheduled while the attention kernel runs and wait for it here."""
+    if USE_PDL:
+        gdc_wait()
+        gdc_launch_dependents()
     token = tl.program_id(0).to(tl.int64)
     head = tl.program_id(1)
     if token >= tl.load(query_start_loc_ptr + num_seqs):

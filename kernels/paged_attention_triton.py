@@ -45,9 +45,11 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
 from .paged_attention_config import AttentionConfig, num_sms, pick_config, pick_num_splits
 from .paged_attention_split_triton import merge_splits_kernel, split_k_views
+from .pdl import pdl_enabled
 
 _LOG2E = 1.4426950408889634
 _SEARCH_BLOCK = tl.constexpr(128)  # sequences counted per step of the tile -> sequence search
@@ -122,8 +124,11 @@ def _paged_attention_kernel(
     NUM_KV_HEADS: tl.constexpr, QUERIES_PER_KV: tl.constexpr, HEAD_DIM: tl.constexpr,
     HEAD_DIM_PAD: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     BLOCK_SIZE: tl.constexpr, DIRECT_GRID: tl.constexpr, SPLIT_K: tl.constexpr,
-    QUERY_FILTER: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    QUERY_FILTER: tl.constexpr, DOT_PRECISION: tl.constexpr, USE_PDL: tl.constexpr,
 ):
+    if USE_PDL:  # kernels/pdl.py: q, the caches, out and the scratch are free past this line
+        gdc_wait()
+        gdc_launch_dependents()
     pid = tl.program_id(0)
     kv_head = pid % NUM_KV_HEADS
     tile_id = num_tiles - 1 - pid // NUM_KV_HEADS  # last (longest-context) tiles start first
@@ -304,6 +309,7 @@ def paged_attention_launch(
     else:
         partial_out = partial_lse = out  # unused
 
+    use_pdl = pdl_enabled(q.device)
     _paged_attention_kernel[(num_programs, num_splits)](
         q, k_cache, v_cache, out, partial_out, partial_lse,
         query_start_loc, seq_lens, block_tables,
@@ -314,14 +320,14 @@ def paged_attention_launch(
         NUM_KV_HEADS=num_kv_heads, QUERIES_PER_KV=queries_per_kv, HEAD_DIM=head_dim,
         HEAD_DIM_PAD=head_dim_pad, BLOCK_Q=block_q, BLOCK_M=config.block_m, BLOCK_N=config.block_n,
         BLOCK_SIZE=block_size, DIRECT_GRID=direct_grid, SPLIT_K=split_k, QUERY_FILTER=query_filter,
-        DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
-        num_warps=config.num_warps, num_stages=config.num_stages,
+        DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32", USE_PDL=use_pdl,
+        num_warps=config.num_warps, num_stages=config.num_stages, launch_pdl=use_pdl,
     )
     if split_k:
         merge_splits_kernel[(num_tokens, num_q_heads)](
             out, partial_out, partial_lse, query_start_loc, num_seqs, num_splits,
             *out.stride(), *partial_out.stride()[:3], *partial_lse.stride()[:2],
             HEAD_DIM=head_dim, HEAD_DIM_PAD=head_dim_pad, SPLITS_PAD=triton.next_power_of_2(num_splits),
-            QUERY_FILTER=query_filter, num_warps=4,
+            QUERY_FILTER=query_filter, USE_PDL=use_pdl, num_warps=4, launch_pdl=use_pdl,
         )
     return out

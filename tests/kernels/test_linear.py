@@ -1,4 +1,4 @@
-"""linear_triton / linear_silu_mul_triton (the skinny GEMM of decode-sized batches) vs the torch references."""
+"""linear_triton / linear_silu_mul_triton (skinny GEMM of decode-sized batches) vs the torch references."""
 
 from __future__ import annotations
 
