@@ -30,6 +30,7 @@ from .paged_attention_config import num_sms
 from .pdl import pdl_enabled
 
 MAX_ROWS = 16  # largest M this kernel serves (one 16-row MMA tile)
+STAGE_BYTES_LIMIT = 160 * 1024  # shared memory for the pipelined loads (sm_90 allows 227 KB per program)
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,6 @@ def _skinny_gemm_kernel(
 ):
     if USE_PDL:  # kernels/pdl.py: the previous kernel has finished (x is ready, out is free) past this line
         gdc_wait()
-        gdc_launch_dependents()
     pid = tl.program_id(0)
     offs_m = tl.arange(0, BLOCK_M)
     offs_n = pid * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -85,6 +85,8 @@ def _skinny_gemm_kernel(
         x_ptrs += BLOCK_K * stride_xk
         w_ptrs += BLOCK_K * stride_wk
 
+    if USE_PDL:  # the main work is done: let the next kernel's programs be scheduled now
+        gdc_launch_dependents()
     out_dtype = out_ptr.dtype.element_ty
     if HAS_BIAS:
         bias = tl.load(bias_ptr + cols, mask=col_valid, other=0.0).to(tl.float32)
@@ -135,6 +137,9 @@ def _launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, ou
     if config is None:
         config = pick_linear_config(num_cols, in_features, num_sms(x.device), silu_mul, x.is_cuda)
     block_k = min(config.block_k, max(16, triton.next_power_of_2(in_features)))
+    # one stage holds an x tile and one (two, gated) weight tiles; wide dtypes get fewer stages
+    stage_bytes = (16 + config.block_n * (2 if silu_mul else 1)) * block_k * x.element_size()
+    num_stages = max(1, min(config.num_stages, STAGE_BYTES_LIMIT // stage_bytes))
     use_pdl = pdl_enabled(x.device)
     _skinny_gemm_kernel[(triton.cdiv(num_cols, config.block_n),)](
         x, weight, bias if bias is not None else out, out,
@@ -143,7 +148,7 @@ def _launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, ou
         BLOCK_M=16, BLOCK_N=config.block_n, BLOCK_K=block_k,
         HAS_BIAS=bias is not None, SILU_MUL=silu_mul, EVEN_K=in_features % block_k == 0,
         DOT_PRECISION="ieee" if x.dtype == torch.float32 else "tf32", USE_PDL=use_pdl,
-        num_warps=config.num_warps, num_stages=config.num_stages, launch_pdl=use_pdl,
+        num_warps=config.num_warps, num_stages=num_stages, launch_pdl=use_pdl,
     )
     return out
 

@@ -29,7 +29,6 @@ def merge_splits_kernel(
     (kernels/pdl.py) its programs are scheduled while the attention kernel runs and wait for it here."""
     if USE_PDL:
         gdc_wait()
-        gdc_launch_dependents()
     token = tl.program_id(0).to(tl.int64)
     head = tl.program_id(1)
     if token >= tl.load(query_start_loc_ptr + num_seqs):
@@ -56,6 +55,8 @@ def merge_splits_kernel(
                       + offs_d[None, :],
                       mask=has_keys[:, None] & (offs_d[None, :] < HEAD_DIM), other=0.0)
     result = tl.sum(partial * weights[:, None], 0)
+    if USE_PDL:
+        gdc_launch_dependents()
     tl.store(out_ptr + token * stride_o_token + head * stride_o_head + offs_d * stride_o_dim,
              result.to(out_ptr.dtype.element_ty), mask=offs_d < HEAD_DIM)
 

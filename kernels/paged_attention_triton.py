@@ -128,7 +128,6 @@ def _paged_attention_kernel(
 ):
     if USE_PDL:  # kernels/pdl.py: q, the caches, out and the scratch are free past this line
         gdc_wait()
-        gdc_launch_dependents()
     pid = tl.program_id(0)
     kv_head = pid % NUM_KV_HEADS
     tile_id = num_tiles - 1 - pid // NUM_KV_HEADS  # last (longest-context) tiles start first
@@ -214,6 +213,8 @@ def _paged_attention_kernel(
         stride_k_page, stride_k_slot, stride_k_dim, stride_v_page, stride_v_slot, stride_v_dim,
         stride_bt_block, scale_log2, HEAD_DIM, HEAD_DIM_PAD, BLOCK_N, BLOCK_SIZE, True, DOT_PRECISION,
     )
+    if USE_PDL:  # the main work is done: let the next kernel's programs be scheduled now
+        gdc_launch_dependents()
 
     if SPLIT_K:
         # a split with no visible key for a row leaves l = 0: lse -inf and a zero partial (weight 0)

@@ -5,8 +5,11 @@ finished; it must execute `gdc_wait()` (griddepcontrol.wait: the predecessor has
 are visible) before it touches any memory the predecessor reads or writes, which for our kernels means
 before any load of activations and before any store (an output buffer may reuse memory the predecessor
 is still reading). Only reads of weights, which nothing writes during a forward, may come before the wait.
-`gdc_launch_dependents()` then lets the next PDL kernel be scheduled early. Kernels launched without the
-attribute (cuBLAS, torch) keep full stream ordering on both sides, so a chain may mix the two freely.
+`gdc_launch_dependents()`, once a kernel's main work is done (before its epilogue stores), lets the next
+PDL kernel be scheduled; triggered at the start instead, the waiting programs of the next kernel slowed
+large grids on the H200 (16x4096 decode attention 41.9 -> 47.7 us, RMSNorm of 4096 rows 34 -> 67 us).
+Kernels launched without the attribute (cuBLAS, torch) keep full stream ordering on both sides, so a chain
+may mix the two freely.
 
 Stream capture records the launches as programmatic graph edges, so decode CUDA graphs keep the overlap.
 Off on CPU (the interpreter has no griddepcontrol), before sm_90, and with OMNISERVE_PDL=0.

@@ -41,12 +41,13 @@ def _rotary_write_kv_kernel(
 ):
     if USE_PDL:  # kernels/pdl.py
         gdc_wait()
-        gdc_launch_dependents()
     token = tl.program_id(0).to(tl.int64)
     cos, sin = token_cos_sin(positions_ptr, cos_sin_ptr, token, section_1, section_2, stride_pos_axis,
                               stride_pos_token, stride_cache_pos, stride_cache_col, MROPE, HALF, HALF_PAD)
     rotate_heads(q_ptr + token * stride_q_token, stride_q_head, stride_q_dim, cos, sin, num_q_heads,
                   Q_HEADS_PAD, HALF, HALF_PAD)
+    if USE_PDL:  # q is done; the K/V rows remain: let the next kernel's programs be scheduled now
+        gdc_launch_dependents()
     slot = tl.load(slot_mapping_ptr + token).to(tl.int64)
     if slot < 0:
         return
