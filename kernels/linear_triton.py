@@ -140,7 +140,7 @@ def _launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, ou
     # one stage holds an x tile and one (two, gated) weight tiles; wide dtypes get fewer stages
     stage_bytes = (16 + config.block_n * (2 if silu_mul else 1)) * block_k * x.element_size()
     num_stages = max(1, min(config.num_stages, STAGE_BYTES_LIMIT // stage_bytes))
-    use_pdl = pdl_enabled(x.device)
+    use_pdl = pdl_enabled(x.device, num_rows)
     _skinny_gemm_kernel[(triton.cdiv(num_cols, config.block_n),)](
         x, weight, bias if bias is not None else out, out,
         num_rows, num_cols, in_features, num_cols if silu_mul else 0,

@@ -310,7 +310,7 @@ def paged_attention_launch(
     else:
         partial_out = partial_lse = out  # unused
 
-    use_pdl = pdl_enabled(q.device)
+    use_pdl = pdl_enabled(q.device, num_tokens)
     _paged_attention_kernel[(num_programs, num_splits)](
         q, k_cache, v_cache, out, partial_out, partial_lse,
         query_start_loc, seq_lens, block_tables,

@@ -69,7 +69,7 @@ def rms_norm_triton(
     if num_rows == 0:
         return out, new_residual
     block_h = triton.next_power_of_2(hidden)
-    use_pdl = pdl_enabled(x.device)
+    use_pdl = pdl_enabled(x.device, num_rows)
     _rms_norm_kernel[(num_rows,)](
         x_rows, residual_rows, weight, out, sum_rows, eps, hidden,
         weight.stride(0), x_rows.stride(0), residual_rows.stride(0), hidden, sum_rows.stride(0),

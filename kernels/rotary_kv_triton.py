@@ -91,7 +91,7 @@ def rotary_write_kv_triton(
     mrope, section_1, section_2, stride_pos_axis, stride_pos_token = position_strides(
         positions, half, mrope_section
     )
-    use_pdl = pdl_enabled(q.device)
+    use_pdl = pdl_enabled(q.device, num_tokens)
     _rotary_write_kv_kernel[(num_tokens,)](
         q, k, v, positions, cos_sin_cache, k_cache, v_cache, slot_mapping,
         num_q_heads, num_kv_heads, section_1, section_2, k_cache.shape[1],
