@@ -45,8 +45,8 @@ class SchedulerConfig:
     # Token budget of a step that also decodes, for serving: keeps running requests' inter-token latency
     # low while prompts prefill. N: a step with D decodes carries at most max(N, 1.5 D) tokens (prefill
     # chunks at least 32); 0 = off (max_num_batched_tokens, best throughput: the offline `Omni` default);
-    # -1 = auto: 128 on CUDA (measured on an H200, Omni-7B shapes under media load: p99 inter-token latency
-    # 1.55x idle at 128, 1.88x at 256; benchmarks/results/media_*.md), else off
+    # -1 = auto: 96 on CUDA (measured on an H200, Omni-7B shapes under media load: p99 inter-token latency
+    # 1.41x idle at 96, 1.52x at 128; benchmarks/results/media_*.md), else off
     mixed_step_token_budget: int = -1
     max_num_encoder_tokens: int = 4096  # media embedding rows encoded per step (a bigger item runs alone)
     # "on": step N+1 is scheduled and launched before step N's tokens are read back, so the host work of the
