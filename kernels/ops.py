@@ -12,7 +12,6 @@ from omniserve.kernels.activation import silu_and_mul_torch
 from omniserve.kernels.linear import linear_silu_mul_torch, linear_torch
 from omniserve.kernels.rms_norm import rms_norm_torch
 from omniserve.kernels.rotary import apply_rotary_torch
-from omniserve.kernels.rotary_kv import rotary_write_kv_torch
 
 from omniserve import envs
 
@@ -40,28 +39,6 @@ def apply_rotary(
         apply_rotary_triton(q, k, positions, cos_sin_cache, mrope_section)
     else:
         apply_rotary_torch(q, k, positions, cos_sin_cache, mrope_section)
-
-
-def rotary_write_kv(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    positions: torch.Tensor,
-    cos_sin_cache: torch.Tensor,
-    mrope_section: list[int] | None,
-    k_cache: torch.Tensor,
-    v_cache: torch.Tensor,
-    slot_mapping: torch.Tensor,
-) -> None:
-    """`apply_rotary` on q and k, then the KV write of rotated k and v by slot mapping, in one launch on
-    CUDA; k and v stay as they were (see kernels/rotary_kv.py)."""
-    args = (q, k, v, positions, cos_sin_cache, mrope_section, k_cache, v_cache, slot_mapping)
-    if q.is_cuda:
-        from omniserve.kernels.rotary_kv_triton import rotary_write_kv_triton
-
-        rotary_write_kv_triton(*args)
-    else:
-        rotary_write_kv_torch(*args)
 
 
 def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
