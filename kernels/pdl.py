@@ -20,9 +20,9 @@ Off on CPU (the interpreter has no griddepcontrol), before sm_90, and with OMNIS
 
 from __future__ import annotations
 
-import os
-
 import torch
+
+from omniserve import envs
 
 MAX_ROWS = 16
 _ENABLED: dict[int, bool] = {}
@@ -30,7 +30,7 @@ _ENABLED: dict[int, bool] = {}
 
 def pdl_enabled(device: torch.device, num_rows: int) -> bool:
     """Whether a launch over `num_rows` tokens (rows) of a batch uses PDL."""
-    if device.type != "cuda" or num_rows > MAX_ROWS or os.environ.get("OMNISERVE_PDL", "1") == "0":
+    if device.type != "cuda" or num_rows > MAX_ROWS or not envs.pdl():
         return False
     index = device.index if device.index is not None else torch.cuda.current_device()
     if index not in _ENABLED:

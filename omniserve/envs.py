@@ -5,6 +5,7 @@
 | OMNISERVE_CACHE_DIR | cache of the built-in demo checkpoint and uploads | ~/.cache/omniserve |
 | OMNISERVE_LOG_LEVEL | logging level of the `omniserve` logger | INFO |
 | OMNISERVE_SKINNY_GEMM | 0: cuBLAS for every projection (no Triton GEMM for decode-sized batches) | 1 |
+| OMNISERVE_PDL | 0: no programmatic dependent launch for decode-sized Triton launches (kernels/pdl.py) | 1 |
 | TRITON_INTERPRET | read by Triton itself: 1 runs kernels in the numpy interpreter (CPU tests) | unset |
 | OMP_NUM_THREADS | read by torch; unset: a CPU engine process uses all cores but one | unset |
 """
@@ -38,3 +39,7 @@ def omp_num_threads() -> int | None:
 
 def skinny_gemm() -> bool:
     return os.environ.get("OMNISERVE_SKINNY_GEMM", "1") != "0"
+
+
+def pdl() -> bool:
+    return os.environ.get("OMNISERVE_PDL", "1") != "0"

@@ -57,3 +57,32 @@ def test_too_many_rows_is_refused() -> None:
     x, weight, _ = _inputs(triton_linear.MAX_ROWS + 1, 16, 32, torch.float32, seed=0)
     with pytest.raises(ValueError, match="at most"):
         triton_linear.linear_triton(x, weight)
+
+
+def test_serves_decode_sized_rows_outside_the_one_wave_middle_zone() -> None:
+    sms = 132
+    assert triton_linear.serves(1, 3584, sms) and triton_linear.serves(16, 3584, sms)  # o_proj, down
+    assert triton_linear.serves(1, 18944, sms) and triton_linear.serves(1, 152064, sms)  # gate|up, lm_head
+    assert not triton_linear.serves(1, 4608, sms)  # qkv: cuBLAS measured faster
+    assert not triton_linear.serves(17, 3584, sms) and not triton_linear.serves(0, 3584, sms)
+
+
+def test_configs_fit_one_wave_or_use_32_column_programs() -> None:
+    sms = 132
+    o_proj = triton_linear.pick_linear_config(3584, 3584, sms)
+    assert o_proj.block_n == 32 and -(-3584 // o_proj.block_n) <= sms
+    gated = triton_linear.pick_linear_config(18944, 3584, sms, silu_mul=True)
+    plain = triton_linear.pick_linear_config(152064, 3584, sms)
+    assert gated.block_n == plain.block_n == 32 and gated.block_k == plain.block_k // 2
+    assert triton_linear.pick_linear_config(3584, 3584, sms, on_gpu=False).num_stages == 1
+
+
+def test_pdl_is_off_on_cpu_and_for_big_launches(monkeypatch) -> None:
+    pdl = import_kernel("pdl")
+    assert not pdl.pdl_enabled(torch.device("cpu"), 1)
+    if torch.cuda.is_available():
+        capable = torch.cuda.get_device_capability()[0] >= 9
+        assert pdl.pdl_enabled(torch.device("cuda"), pdl.MAX_ROWS) == capable
+        assert not pdl.pdl_enabled(torch.device("cuda"), pdl.MAX_ROWS + 1)
+        monkeypatch.setenv("OMNISERVE_PDL", "0")
+        assert not pdl.pdl_enabled(torch.device("cuda"), 1)
