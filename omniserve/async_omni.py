@@ -3,7 +3,9 @@
     async for delta in async_omni.generate({"messages": [...]}, SamplingParams(), "chatcmpl-1", n=2):
         ...  # StreamDelta: index (choice), text, token_ids, finish_reason on the last one
 
-Flow: InputProcessor (tokenize, validate; in a worker thread) -> `AddRequest` to the engine process ->
+Flow: InputProcessor (tokenize, validate, load media; in a pool of INPUT_THREADS worker threads, so a
+prompt whose video takes a second to decode does not hold up the prompts behind it) -> `AddRequest` to the
+engine process ->
 `StepOutputs` read by a reader thread -> OutputProcessor on the event loop (detokenize, stop strings) ->
 one asyncio queue per request (`RequestStream`). `add_request` validates before returning, so an HTTP
 handler can answer 400 before it starts a stream. Closing or cancelling the stream (a client that
@@ -45,6 +47,7 @@ from omniserve.outputs import StreamDelta
 from omniserve.sampling_params import SamplingParams
 
 logger = logging.getLogger("omniserve")
+INPUT_THREADS = 4  # prompts processed at once (media decode and preprocessing release the GIL)
 
 
 class EngineDeadError(RuntimeError):
@@ -141,7 +144,7 @@ class AsyncOmni:
         self._stats_waiters: dict[int, asyncio.Future[EngineStats]] = {}
         self._query_ids = itertools.count()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="omniserve-input")
+        self._executor = ThreadPoolExecutor(max_workers=INPUT_THREADS, thread_name_prefix="omniserve-input")
         self._reader = threading.Thread(target=self._read_events, name="omniserve-engine-reader", daemon=True)
         self._reader.start()
 
