@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import torch
 from omniserve.kernels.activation import silu_and_mul_torch
-from omniserve.kernels.linear import linear_silu_mul_torch, linear_torch
+from omniserve.kernels.linear import linear_torch
 from omniserve.kernels.rms_norm import rms_norm_torch
-from omniserve.kernels.rotary import apply_rotary_torch
 
 from omniserve import envs
 
@@ -24,21 +23,6 @@ def rms_norm(
 
         return rms_norm_triton(x, weight, eps, residual)
     return rms_norm_torch(x, weight, eps, residual)
-
-
-def apply_rotary(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    positions: torch.Tensor,
-    cos_sin_cache: torch.Tensor,
-    mrope_section: list[int] | None = None,
-) -> None:
-    if q.is_cuda:
-        from omniserve.kernels.rotary_triton import apply_rotary_triton
-
-        apply_rotary_triton(q, k, positions, cos_sin_cache, mrope_section)
-    else:
-        apply_rotary_torch(q, k, positions, cos_sin_cache, mrope_section)
 
 
 def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
@@ -73,6 +57,4 @@ def linear_silu_mul(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         from omniserve.kernels.linear_triton import linear_silu_mul_triton
 
         return linear_silu_mul_triton(x, weight)
-    if not x.is_cuda:
-        return linear_silu_mul_torch(x, weight)
     return silu_and_mul(linear_torch(x, weight))

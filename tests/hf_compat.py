@@ -22,8 +22,9 @@ def audio_in_video_kwargs(processor, audio_from_video_indices: list[int | None])
         return {"audio_from_video_indices": list(audio_from_video_indices), "load_audio_from_video": True}
     tracks = [index for index in audio_from_video_indices if index is not None]
     if tracks != list(range(len(tracks))):
-        raise NotImplementedError(
-            "use_audio_in_video gives every video, in order, the next audio in the text"
+        raise ValueError(
+            "this transformers version pairs every video, in order, with the next audio in the text "
+            "(use_audio_in_video); it cannot build a reference for other audio/video layouts"
         )
     return {"use_audio_in_video": True}
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from omniserve.kernels.ops import apply_rotary, linear, linear_silu_mul, rms_norm, silu_and_mul
+from omniserve.kernels.ops import linear, linear_silu_mul, rms_norm, silu_and_mul
 
 
 class RMSNorm(nn.Module):
@@ -27,8 +27,9 @@ class RMSNorm(nn.Module):
 
 
 class RotaryEmbedding(nn.Module):
-    """Holds cos/sin for every position ([max_position, D] fp32: cos half | sin half) and rotates q, k
-    in place. `inv_freq` and `attention_scaling` come from the checkpoint's rope parameters."""
+    """Holds cos/sin for every position ([max_position, D] fp32: cos half | sin half) and the M-RoPE
+    sections; the attention layer hands them to its backend, which rotates q and k as it writes K/V
+    (`rotate_and_write_kv`). `inv_freq` and `attention_scaling` come from the checkpoint's rope parameters."""
 
     def __init__(
         self,
@@ -43,10 +44,6 @@ class RotaryEmbedding(nn.Module):
         cos_sin = torch.cat([freqs.cos(), freqs.sin()], dim=-1) * attention_scaling
         self.register_buffer("cos_sin_cache", cos_sin, persistent=False)
         self.mrope_section = mrope_section
-
-    def forward(self, positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor) -> None:
-        """positions: [T] (or [3, T] for M-RoPE); q: [T, Hq, D], k: [T, Hkv, D], rotated in place."""
-        apply_rotary(q, k, positions, self.cos_sin_cache, self.mrope_section)
 
 
 class SiluAndMul(nn.Module):

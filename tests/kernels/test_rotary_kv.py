@@ -10,6 +10,7 @@ from test_rotary import cos_sin_cache
 
 reference = import_kernel("rotary_kv")
 fused = import_kernel("rotary_kv_triton")
+rotary_torch = import_kernel("rotary")
 
 NUM_PAGES, MAX_POSITION = 48, 64  # block size 1: the step needs at most 38 pages
 
@@ -122,7 +123,7 @@ def test_casts_to_the_cache_dtype_and_rotates_what_the_rotary_kernel_rotates() -
 @pytest.mark.parametrize("mrope_section", [None, [8, 12, 12]])
 def test_attention_layer_rotates_through_either_backend_as_before(mrope_section: list[int] | None) -> None:
     """`Attention(q, k, v, rotary, positions)` on the Triton backend (fused kernel) equals the unfused path
-    on the torch backend: `rotary(positions, q, k)`, then `Attention(q, k, v)`."""
+    on the torch backend: `apply_rotary_torch` with the layer's table, then `Attention(q, k, v)`."""
     from omniserve.attention.backend import TorchAttentionBackend
     from omniserve.attention.forward_context import AttentionMetadata, ForwardContext, forward_context
     from omniserve.attention.layer import Attention
@@ -158,6 +159,6 @@ def test_attention_layer_rotates_through_either_backend_as_before(mrope_section:
             if fused_rotary:
                 outputs.append(layer(q, k, v, rotary, positions))
             else:
-                rotary(positions, q, k)
+                rotary_torch.apply_rotary_torch(q, k, positions, rotary.cos_sin_cache, mrope_section)
                 outputs.append(layer(q, k, v))
     torch.testing.assert_close(outputs[1], outputs[0], atol=1e-4, rtol=1e-4)
