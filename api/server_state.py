@@ -96,6 +96,8 @@ async def collect(request: Request, stream: RequestStream) -> list[StreamDelta] 
     except EngineDeadError as error:
         raise APIError(503, str(error), code="engine_dead") from error
     except RequestFailedError as error:
+        if error.invalid_input:
+            raise APIError(400, str(error), code="invalid_media") from error
         raise APIError(500, str(error), code="request_failed") from error
 
 
@@ -110,12 +112,22 @@ def sse(payload: dict[str, Any] | str) -> bytes:
 
 
 def error_event(error: Exception) -> bytes:
-    status, code = (503, "engine_dead") if isinstance(error, EngineDeadError) else (500, None)
+    status, code, kind = (
+        (503, "engine_dead", "server_error")
+        if isinstance(error, EngineDeadError)
+        else (
+            500,
+            None,
+            "server_error",
+        )
+    )
+    if isinstance(error, RequestFailedError) and error.invalid_input:
+        status, code, kind = 400, "invalid_media", "invalid_request_error"
     return sse(
         {
             "error": {
                 "message": str(error),
-                "type": "server_error",
+                "type": kind,
                 "param": None,
                 "code": code,
                 "status": status,

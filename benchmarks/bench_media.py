@@ -139,7 +139,8 @@ class Harness:
         return request_id
 
     def prepare(self, prompt, max_tokens: int):
-        """Tokenize + preprocess now (the API process does this off the engine loop); submit later."""
+        """Tokenize and plan now (the API process does this off the engine loop; media go to its store and
+        are decoded and preprocessed on the encoder side); submit later."""
         from omniserve.sampling_params import SamplingParams
 
         self.ids += 1

@@ -59,13 +59,26 @@ def _check_pixels(image: Image.Image, max_pixels: int, item: str) -> None:
         )
 
 
+def _orientation(image: Image.Image) -> int:
+    """The EXIF orientation from what is parsed at open. PNG's `getexif` would decode the whole image to
+    look for an eXIf chunk after the pixel data: only one before it (where the PNG spec puts it) counts."""
+    try:
+        if getattr(image, "format", None) == "PNG":
+            raw = image.info.get("exif")
+            if raw is None:
+                return 1
+            exif = Image.Exif()
+            exif.load(raw)
+            return int(exif.get(_ORIENTATION_TAG, 1))
+        return int(image.getexif().get(_ORIENTATION_TAG, 1))
+    except Exception:  # a broken EXIF block is ignored, like ImageOps.exif_transpose does
+        return 1
+
+
 def _oriented_size(image: Image.Image) -> tuple[int, int]:
     """(height, width) after EXIF orientation, from the header alone."""
     width, height = image.size
-    try:
-        orientation = image.getexif().get(_ORIENTATION_TAG, 1)
-    except Exception:  # a broken EXIF block is ignored, like ImageOps.exif_transpose does
-        orientation = 1
+    orientation = _orientation(image)
     return (width, height) if orientation in (5, 6, 7, 8) else (height, width)
 
 
@@ -125,6 +138,19 @@ def image_size(source: ImageSource, *, item: str = "image") -> tuple[int, int]:
         return _oriented_size(source)
     image = _open(source, item)
     try:
+        return _oriented_size(image)
+    finally:
+        image.close()
+
+
+def probe_image(
+    source: MediaSource, *, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, item: str = "image"
+) -> tuple[int, int]:
+    """`image_size` of encoded data with the checks `load_image` makes before decoding (allowed format,
+    pixel cap): for planning an item that is decoded elsewhere."""
+    image = _open(source, item)
+    try:
+        _check_pixels(image, max_pixels, item)
         return _oriented_size(image)
     finally:
         image.close()

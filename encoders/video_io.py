@@ -68,11 +68,31 @@ class DecodedVideo:
         """Seconds per temporal patch for M-RoPE, as the HF processor computes it:
         "qwen2_5_omni": tp / requested fps (2.0 when none), `video_second_per_grid`;
         "qwen2_5_vl":   tp / sampled_fps, `second_per_grid_ts`."""
-        if convention == "qwen2_5_omni":
-            return temporal_patch_size / (self.requested_fps or DEFAULT_VIDEO_FPS)
-        if convention == "qwen2_5_vl":
-            return temporal_patch_size / self.sampled_fps
-        raise ValueError(f"unknown convention {convention!r} (qwen2_5_omni or qwen2_5_vl)")
+        return second_per_grid(
+            self.num_frames,
+            self.source_num_frames,
+            self.source_fps,
+            self.requested_fps,
+            temporal_patch_size,
+            convention=convention,
+        )
+
+
+def second_per_grid(
+    num_frames: int,
+    source_num_frames: int,
+    source_fps: float,
+    requested_fps: float | None,
+    temporal_patch_size: int = 2,
+    *,
+    convention: str = "qwen2_5_omni",
+) -> float:
+    """`DecodedVideo.second_per_grid` from counts alone (a `VideoProbe` gives them before decoding)."""
+    if convention == "qwen2_5_omni":
+        return temporal_patch_size / (requested_fps or DEFAULT_VIDEO_FPS)
+    if convention == "qwen2_5_vl":
+        return temporal_patch_size / (num_frames / source_num_frames * source_fps)
+    raise ValueError(f"unknown convention {convention!r} (qwen2_5_omni or qwen2_5_vl)")
 
 
 def sample_frame_indices(
@@ -269,3 +289,16 @@ def load_video(
         audio=audio,
         audio_sample_rate=options.audio_sample_rate,
     )
+
+
+def load_video_audio_track(
+    source: MediaSource, options: VideoOptions | None = None, *, item: str = "video"
+) -> np.ndarray | None:
+    """Only the first audio track of an encoded video, mono float32 at options.audio_sample_rate (no frame is
+    decoded); None for a silent video. For planning `use_audio_in_video` items: their audio rows depend on
+    the track's exact length."""
+    options = options or VideoOptions()
+    with open_container(source, VIDEO_CONTAINERS, kind="video", item=item) as container:
+        if not container.streams.video:
+            raise MediaError("no video stream in the container", item=item)
+        return _decode_audio_track(container, options, item)

@@ -39,6 +39,7 @@ from omniserve.core.engine_process_messages import (
 )
 from omniserve.core.messages import EngineCoreRequest, EngineStats
 from omniserve.frontend.input_processor import InputProcessor, ProcessedPrompt, PromptType
+from omniserve.frontend.media_store import MediaLease
 from omniserve.frontend.multimodal_processor import build_multimodal_processor
 from omniserve.frontend.output_processor import OutputProcessor
 from omniserve.metrics import ServingMetrics
@@ -59,7 +60,13 @@ class RequestRejectedError(ValueError):
 
 
 class RequestFailedError(RuntimeError):
-    """The engine could not serve this request (e.g. its media failed to encode); others are unaffected."""
+    """The engine could not serve this request (e.g. its media failed to encode); others are unaffected.
+    `invalid_input`: the request's media is unusable (corrupt data found while decoding it), the caller's
+    fault, not the server's."""
+
+    def __init__(self, message: str, invalid_input: bool = False) -> None:
+        super().__init__(message)
+        self.invalid_input = invalid_input
 
 
 class RequestStream:
@@ -141,6 +148,9 @@ class AsyncOmni:
         self.dead_reason: str | None = None
         self._closing = False  # shutdown() started: the engine exiting is expected
         self._queues: dict[str, asyncio.Queue] = {}  # engine request id -> queue of the stream it feeds
+        self._media_store = mm.store if mm is not None else None
+        self._leases: dict[str, MediaLease] = {}  # engine request id -> its prompt's stored media
+        self._lease_users: dict[int, int] = {}  # id(lease) -> engine requests holding it
         self._stats_waiters: dict[int, asyncio.Future[EngineStats]] = {}
         self._query_ids = itertools.count()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -172,10 +182,16 @@ class AsyncOmni:
         requests, processed = await loop.run_in_executor(
             self._executor, self._process, request_id, prompt, params, n
         )
-        self._check_alive()
         in_use = [request.request_id for request in requests if request.request_id in self._queues]
-        if in_use:
+        if in_use or self.dead_reason is not None:
+            if processed.media_lease is not None:
+                self._media_store.release(processed.media_lease)
+            self._check_alive()
             raise ValueError(f"request id {in_use[0]!r} is already in use")
+        if processed.media_lease is not None:  # the store's files live until every sample is done
+            self._lease_users[id(processed.media_lease)] = len(requests)
+            for request in requests:
+                self._leases[request.request_id] = processed.media_lease
         queue: asyncio.Queue[StreamDelta | Exception] = asyncio.Queue()
         stream = RequestStream(self, [request.request_id for request in requests], queue)
         stream.num_prompt_tokens = len(processed.prompt_token_ids)
@@ -259,6 +275,13 @@ class AsyncOmni:
     def _release(self, request_ids: list[str]) -> None:
         for request_id in request_ids:
             self._queues.pop(request_id, None)
+            lease = self._leases.pop(request_id, None)
+            if lease is not None:
+                users = self._lease_users.pop(id(lease)) - 1
+                if users:
+                    self._lease_users[id(lease)] = users
+                else:
+                    self._media_store.release(lease)
 
     def _read_events(self) -> None:
         """Reader thread: hand every engine event to the event loop, in order."""
@@ -299,7 +322,9 @@ class AsyncOmni:
             self.metrics.on_delta(delta, now)
             queue = self._queues.get(delta.request_id)
             if queue is not None:
-                queue.put_nowait(RequestFailedError(delta.error) if delta.error else delta)
+                queue.put_nowait(
+                    RequestFailedError(delta.error, delta.invalid_input) if delta.error else delta
+                )
         for request_id, reason in event.rejected:
             self.output_processor.abort(request_id)
             self.metrics.on_abort(request_id)

@@ -64,12 +64,14 @@ class DeviceConfig:
 
 @dataclass(frozen=True)
 class EncoderConfig:
-    """Where media encoder towers run. "inprocess": in the engine process, before the step's forward (today's
-    path; simplest to debug). "side_stream": in the engine process on a second CUDA stream, concurrently with
-    the forwards (launched from a background thread; the forwards' stream has the higher priority); a chunk
-    waits for its items' events, other requests keep stepping. "workers": one process per modality (vision =
-    images, video = videos and audio in video, audio), fed jobs by the engine; each writes its rows straight
-    into embedding pages of the shared pool and reports, while the engine keeps stepping other requests.
+    """Where media are decoded, preprocessed and encoded (never in the frontend: it only plans items).
+    "inprocess": in the engine process, before the step's forward (simplest to debug; decoding then runs in
+    the engine loop). "side_stream": decoded and preprocessed by `num_preprocess_workers` processes, encoded
+    in the engine process on a second CUDA stream, concurrently with the forwards (launched from a
+    background thread; the forwards' stream has the higher priority); a chunk waits for its items' events,
+    other requests keep stepping. "workers": one process per modality (vision = images, video = videos and
+    audio in video, audio), fed jobs by the engine; each decodes, preprocesses and encodes, writes its rows
+    straight into embedding pages of the shared pool and reports, while the engine keeps stepping others.
     "auto": side_stream on CUDA (measured on the H200, benchmarks/results/media_*.md: lower decode latency
     under media load than workers, whose processes time-slice the GPU with the engine, and higher
     throughput), in-process elsewhere."""
@@ -80,6 +82,7 @@ class EncoderConfig:
     num_audio_workers: int = 1  # processes encoding audio (workers mode; none for models without audio)
     encoder_device: str = "auto"  # device of the worker towers; auto = the engine's device
     max_encoder_jobs_in_flight: int = 16  # items submitted to workers and not reported yet (pages held)
+    num_preprocess_workers: int = 4  # side_stream on CUDA: processes decoding and preprocessing media
 
 
 @dataclass(frozen=True)
@@ -162,7 +165,13 @@ def validate(config: EngineConfig) -> None:
         raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {d.device!r}")
     if e.encoder_mode not in ENCODER_MODES:
         raise ValueError(f"encoder_mode must be one of {ENCODER_MODES}, got {e.encoder_mode!r}")
-    counts = ("num_vision_workers", "num_video_workers", "num_audio_workers", "max_encoder_jobs_in_flight")
+    counts = (
+        "num_vision_workers",
+        "num_video_workers",
+        "num_audio_workers",
+        "max_encoder_jobs_in_flight",
+        "num_preprocess_workers",
+    )
     for name in counts:
         if getattr(e, name) < 1:
             raise ValueError(f"{name} must be positive, got {getattr(e, name)}")

@@ -19,6 +19,7 @@ from omniserve.config import EngineConfig
 from omniserve.core.engine_core import EngineCore
 from omniserve.core.messages import EngineStats
 from omniserve.frontend.input_processor import InputProcessor, PromptType
+from omniserve.frontend.media_store import MediaLease
 from omniserve.frontend.multimodal_processor import build_multimodal_processor
 from omniserve.frontend.output_processor import OutputProcessor
 from omniserve.outputs import RequestOutput, StreamDelta
@@ -50,6 +51,8 @@ class Omni:
         self.input_processor = InputProcessor(self.tokenizer, self.engine.info, mm)
         self.output_processor = OutputProcessor(self.tokenizer)
         self._ids = itertools.count()
+        self._media_store = mm.store if mm is not None else None
+        self._leases: dict[str, MediaLease] = {}  # request id -> its prompt's stored media
 
     def stats(self) -> EngineStats:
         return self.engine.stats()
@@ -73,13 +76,26 @@ class Omni:
             raise ValueError(f"{len(params_list)} sampling params for {len(prompts)} prompts")
         # Validate everything first: a bad prompt fails the call before any work starts.
         processed = []
-        for prompt, params in zip(prompts, params_list, strict=True):
-            request_id = f"offline-{next(self._ids)}"
-            processed.append((request_id, params, *self.input_processor.process(request_id, prompt, params)))
+        try:
+            for prompt, params in zip(prompts, params_list, strict=True):
+                request_id = f"offline-{next(self._ids)}"
+                processed.append(
+                    (request_id, params, *self.input_processor.process(request_id, prompt, params))
+                )
+        except BaseException:
+            for *_, prompt in processed:
+                self._release_media(prompt.media_lease)
+            raise
         for index, (request_id, params, request, prompt) in enumerate(processed):
             self.output_processor.add_request(request_id, index, prompt, params)
             self.engine.add_request(request)
+            if prompt.media_lease is not None:
+                self._leases[request_id] = prompt.media_lease
         return [request_id for request_id, *_ in processed]
+
+    def _release_media(self, lease: MediaLease | None) -> None:
+        if lease is not None and self._media_store is not None:
+            self._media_store.release(lease)
 
     def stream(
         self,
@@ -104,6 +120,8 @@ class Omni:
                 self.engine.abort_requests(list(pending))
                 for request_id in pending:
                     self.output_processor.abort(request_id)
+            for request_id in request_ids:
+                self._release_media(self._leases.pop(request_id, None))
 
     def generate(
         self,

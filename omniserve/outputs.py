@@ -19,6 +19,7 @@ class RequestOutput:
     logprobs: list[TokenLogprob] | None = None  # one per generated token when requested
     num_cached_tokens: int = 0  # prompt tokens served by the prefix cache
     error: str | None = None  # with finish_reason "error": why the engine could not serve it
+    invalid_input: bool = False  # with an error: the request's media is unusable (the caller's fault)
 
     @property
     def finished(self) -> bool:
@@ -38,3 +39,4 @@ class StreamDelta:
     num_cached_tokens: int = 0
     output: RequestOutput | None = field(default=None, repr=False)  # the whole result, on the last delta
     error: str | None = None  # with finish_reason "error": why the engine could not serve it
+    invalid_input: bool = False  # with an error: the request's media is unusable (the caller's fault)

@@ -4,23 +4,19 @@ keeps serving."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import signal
 import time
 
+import numpy as np
 import pytest
-import torch
+from PIL import Image
 
 from omniserve.config import EngineConfig
 from omniserve.core.engine_core import EngineCore
 from omniserve.core.messages import EngineCoreRequest
-from omniserve.models.loader import iterate_safetensors, load_hf_config
-from omniserve.models.qwen_multimodal import MediaTowers
-from omniserve.multimodal import EncoderInput, MediaItem
 from omniserve.sampling_params import SamplingParams
 
-PATCH_DIM = 3 * 2 * 14 * 14  # C * temporal_patch * patch * patch of the tiny vision config
 MAX_TOKENS = 6
 
 
@@ -32,11 +28,12 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture(scope="module")
-def towers(checkpoint) -> MediaTowers:
-    """The towers in this process: only to count an item's rows."""
-    towers = MediaTowers(load_hf_config(checkpoint), vision=True, audio=True)
-    towers.load_weights(iterate_safetensors(checkpoint, towers.weight_prefixes))
-    return towers.eval()
+def mm(checkpoint):
+    """The checkpoint's frontend processor: plans items, stores their sources."""
+    from omniserve.frontend.multimodal_processor import build_multimodal_processor
+    from omniserve.omni import load_tokenizer
+
+    return build_multimodal_processor(checkpoint, load_tokenizer(checkpoint))
 
 
 def engine(checkpoint, mode: str, async_scheduling: str = "auto") -> EngineCore:
@@ -59,34 +56,40 @@ def workers(checkpoint):
     core.shutdown()
 
 
-def media(towers: MediaTowers, modality: str, seed: int) -> EncoderInput:
-    generator = torch.Generator().manual_seed(seed)
+PLACEHOLDER = {
+    "image": "<|vision_bos|><|IMAGE|><|vision_eos|>",
+    "audio": "<|audio_bos|><|AUDIO|><|audio_eos|>",
+    "video": "<|vision_bos|><|VIDEO|><|vision_eos|>",
+}
+
+
+def media(modality: str, seed: int):
+    """A random item of `modality`; a video comes with its audio track (encoded as audio in video)."""
+    rng = np.random.default_rng(seed)
     if modality == "image":
-        return EncoderInput("image", torch.randn(64, PATCH_DIM, generator=generator), (1, 8, 8))
+        return Image.fromarray(rng.integers(0, 256, (56 + 4 * (seed % 3), 84, 3), dtype=np.uint8))
+    sound = (0.1 * rng.standard_normal(16000 + 2000 * (seed % 3))).astype(np.float32)
     if modality == "audio":
-        return EncoderInput("audio", features=torch.randn(128, 160, generator=generator))
-    video = EncoderInput("video", torch.randn(32, PATCH_DIM, generator=generator), (2, 4, 4))
-    video.features = torch.randn(128, 160, generator=generator)
-    num_video = towers.encode(EncoderInput("video", video.pixel_values, video.grid_thw)).shape[0]
-    num_audio = towers.encode(EncoderInput("audio", features=video.features)).shape[0]
-    video.modality = "video_with_audio"
-    video.interleave = [("video", 0, 4), ("audio", 0, 5), ("video", 4, num_video - 4),
-                        ("audio", 5, num_audio - 5)]  # fmt: skip
-    return video
+        return (sound, 16000)
+    return {"video": rng.integers(0, 256, (4, 56, 84, 3), dtype=np.uint8), "audio": (sound, 16000)}
 
 
-def request(towers: MediaTowers, request_id: str, modalities: list[str], seed: int) -> EngineCoreRequest:
-    """Text, then each item's placeholders, then text; items carry content hashes of their seed."""
-    prompt, items = [11, 12, 13, 14, 15], []
+def request(mm, request_id: str, modalities: list[str], seed: int) -> EngineCoreRequest:
+    """Text, then each item's placeholder and more text, through the real frontend (plans, stored sources)."""
+    text, data = "look at this:", {}
     for index, modality in enumerate(modalities):
-        encoder_input = media(towers, modality, seed + index)
-        num_tokens = towers.encode(encoder_input).shape[0]
-        content_hash = hashlib.blake2b(f"{modality}-{seed + index}".encode(), digest_size=16).digest()
-        items.append(MediaItem(modality, content_hash, len(prompt), num_tokens, encoder_input))
-        prompt += [300 + index] * num_tokens + [20 + index, 21 + index, 22 + index]
+        text += f" {PLACEHOLDER[modality]} and"
+        data.setdefault(modality, []).append(media(modality, seed + index))
+    processed = mm.process(
+        {
+            "prompt": text,
+            "multi_modal_data": data,
+            "mm_processor_kwargs": {"use_audio_in_video": "video" in data},
+        }
+    )
     return EngineCoreRequest(
-        request_id, prompt, SamplingParams(temperature=0.0, max_tokens=MAX_TOKENS), [], MAX_TOKENS,
-        time.monotonic(), items,
+        request_id, processed.prompt_token_ids, SamplingParams(temperature=0.0, max_tokens=MAX_TOKENS), [],
+        MAX_TOKENS, time.monotonic(), processed.mm_items, processed.mrope_positions, processed.mrope_delta,
     )  # fmt: skip
 
 
@@ -105,17 +108,17 @@ def run(core: EngineCore, requests: list[EngineCoreRequest], timeout_s: float = 
     return results
 
 
-def test_workers_give_the_same_greedy_tokens_as_in_process_encoding(towers, inprocess, workers) -> None:
+def test_workers_give_the_same_greedy_tokens_as_in_process_encoding(mm, inprocess, workers) -> None:
     assert workers.encoders is not None and {w.spec.kind for w in workers.encoders.workers} == {
         "vision",
         "video",
         "audio",
     }
     batch = [
-        request(towers, "image", ["image"], 1),
-        request(towers, "audio", ["audio"], 2),
-        request(towers, "video+audio", ["video"], 3),
-        request(towers, "mixed", ["image", "audio", "image"], 4),  # several chunks, items across them
+        request(mm, "image", ["image"], 1),
+        request(mm, "audio", ["audio"], 2),
+        request(mm, "video+audio", ["video"], 3),
+        request(mm, "mixed", ["image", "audio", "image"], 4),  # several chunks, items across them
     ]
     expected = run(inprocess, batch)
     got = run(workers, batch)
@@ -126,14 +129,14 @@ def test_workers_give_the_same_greedy_tokens_as_in_process_encoding(towers, inpr
 
 @pytest.mark.parametrize("mode", ["inprocess", "workers", "side_stream"])
 def test_async_scheduling_gives_the_same_tokens_with_every_encoder_mode(
-    checkpoint, towers, inprocess, mode
+    checkpoint, mm, inprocess, mode
 ) -> None:
     """Async scheduling: in-process jobs run in the launched step, side-stream jobs in stream order, worker
     jobs are sent once the step in flight is done (pages freed under it may be theirs)."""
     batch = [
-        request(towers, "image", ["image"], 1),
-        request(towers, "video+audio", ["video"], 3),
-        request(towers, "mixed", ["image", "audio", "image"], 4),
+        request(mm, "image", ["image"], 1),
+        request(mm, "video+audio", ["video"], 3),
+        request(mm, "mixed", ["image", "audio", "image"], 4),
     ]
     expected = run(inprocess, batch)
     core = engine(checkpoint, mode, async_scheduling="on")
@@ -147,14 +150,12 @@ def test_async_scheduling_gives_the_same_tokens_with_every_encoder_mode(
         core.shutdown()
 
 
-def test_a_killed_worker_fails_its_request_is_restarted_and_serving_goes_on(
-    towers, inprocess, workers
-) -> None:
+def test_a_killed_worker_fails_its_request_is_restarted_and_serving_goes_on(mm, inprocess, workers) -> None:
     vision = next(w for w in workers.encoders.workers if w.spec.kind == "vision")
     old_pid = vision.process.pid
     os.kill(old_pid, signal.SIGSTOP)  # it cannot take the job: the job is surely in flight when it dies
     try:
-        victim = request(towers, "victim", ["image"], 10)
+        victim = request(mm, "victim", ["image"], 10)
         workers.add_request(victim)
         workers.step()
         assert workers.scheduler.media.num_in_flight == 1
@@ -166,8 +167,8 @@ def test_a_killed_worker_fails_its_request_is_restarted_and_serving_goes_on(
     assert reason == "error" and "vision encoder worker 0" in error and "died" in error, error
     assert vision.process.pid != old_pid  # restarted
     assert len(results["bystander"][0]) == MAX_TOKENS
-    follow = request(towers, "follow", ["image"], 11)
-    assert run(workers, [follow]) == run(inprocess, [request(towers, "follow", ["image"], 11)])
+    follow = request(mm, "follow", ["image"], 11)
+    assert run(workers, [follow]) == run(inprocess, [request(mm, "follow", ["image"], 11)])
     assert workers.scheduler.media.num_in_flight == 0
 
 

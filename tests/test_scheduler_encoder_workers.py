@@ -10,7 +10,7 @@ from omniserve.config import CacheConfig, SchedulerConfig
 from omniserve.core.page_pool import embedding_key
 from omniserve.core.scheduler import Scheduler
 from omniserve.core.scheduler_output import EncoderJob
-from omniserve.multimodal import EncoderInput, MediaItem
+from omniserve.multimodal import MediaItem, MediaPlan, StoredMedia
 from omniserve.worker.encoder_messages import EncoderResult
 
 ROWS_PER_PAGE = 4
@@ -43,9 +43,8 @@ class FakeEncoderPool:
 
 
 def item(offset: int, num_tokens: int, content: bytes = b"cat.png") -> MediaItem:
-    return MediaItem(
-        "image", hashlib.blake2b(content, digest_size=16).digest(), offset, num_tokens, EncoderInput("image")
-    )
+    plan = MediaPlan("image", StoredMedia(f"/store/{content.decode()}", "encoded"), "image 0", num_tokens)
+    return MediaItem("image", hashlib.blake2b(content, digest_size=16).digest(), offset, num_tokens, plan)
 
 
 def media_request(prompt_len: int, items: list[MediaItem], max_tokens: int = 2):

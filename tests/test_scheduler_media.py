@@ -5,17 +5,25 @@ from __future__ import annotations
 import hashlib
 
 from factories import fake_runner_output, make_request
+from omniserve.encoders.media_errors import MediaError
 
 from omniserve.config import CacheConfig, SchedulerConfig
 from omniserve.core.scheduler import Scheduler
-from omniserve.multimodal import EncoderInput, MediaItem
+from omniserve.multimodal import EncoderInput, MediaItem, MediaPlan, StoredMedia
 
 ROWS_PER_PAGE = 4
 
 
 def item(offset: int, num_tokens: int, content: bytes = b"cat.png") -> MediaItem:
-    return MediaItem("image", hashlib.blake2b(content, digest_size=16).digest(), offset, num_tokens,
-                     EncoderInput("image"))
+    plan = MediaPlan("image", StoredMedia(f"/store/{content.decode()}", "encoded"), "image 0", num_tokens)
+    return MediaItem("image", hashlib.blake2b(content, digest_size=16).digest(), offset, num_tokens, plan)
+
+
+def prepare(plan: MediaPlan) -> EncoderInput:
+    """Stands in for MediaPreparer: "broken" sources are unusable media."""
+    if "broken" in plan.source.path:
+        raise MediaError("corrupt or truncated image data", item=plan.name)
+    return EncoderInput(plan.modality)
 
 
 def media_request(prompt_len: int, items: list[MediaItem], max_tokens: int = 2):
@@ -30,6 +38,7 @@ def scheduler(budget: int = 64, encoder_budget: int = 100, num_pages: int = 64) 
         CacheConfig(block_size=4),
         num_pages,
         ROWS_PER_PAGE,
+        prepare_media=prepare,
     )
 
 
@@ -142,3 +151,24 @@ def test_preempted_or_aborted_request_frees_its_embedding_pages() -> None:
     assert s.pool.held_embeddings(request.request_id)
     s.abort_requests([request.request_id])
     assert s.pool.num_free_pages == 64
+
+
+def test_media_that_fail_to_prepare_fail_their_request_only_and_free_its_pages() -> None:
+    s = scheduler()
+    bad = media_request(20, [item(3, 10, b"broken.png")])
+    good = media_request(20, [item(3, 10)])
+    s.add_request(bad)
+    s.add_request(good)
+    output = step(s)
+    assert [job.request_id for job in output.encoder_jobs] == [good.request_id]
+    assert output.encoder_jobs[0].encoder_input is not None  # prepared before the forward
+    assert output.num_scheduled_tokens[bad.request_id] == 3  # the text before the item
+    failed = s.on_encoder_results([])
+    assert [(o.request_id, o.finish_reason, o.invalid_input) for o in failed] == [
+        (bad.request_id, "error", True)
+    ]
+    assert "image 0: corrupt" in failed[0].error
+    assert bad.request_id not in s.requests and s.pool.held_embeddings(bad.request_id) == {}
+    while s.has_unfinished_requests():
+        step(s)
+    assert s.pool.num_free_pages == s.pool.num_pages  # everything freed (cached pages count as free)

@@ -100,3 +100,29 @@ def test_corrupt_media_is_a_400_and_the_server_keeps_serving(omni_server) -> Non
         model=server.model, max_tokens=3, messages=[{"role": "user", "content": "hi"}]
     )
     assert reply.choices[0].finish_reason in ("stop", "length")
+
+
+def test_pixel_data_corrupt_past_the_header_is_a_400_too(omni_server) -> None:
+    """The frontend plans an image from its header; a truncated PNG only fails where it is decoded (the
+    encoder side). That failure is still the client's: a 400 (an error event with status 400 when
+    streaming), and the server keeps serving."""
+    import httpx
+    import openai
+
+    _, server = omni_server
+    client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key=API_KEY)
+    truncated = png_bytes(image(60, 90, 5))[:80]
+    url = "data:image/png;base64," + base64.b64encode(truncated).decode()
+    messages = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}]}]
+    with pytest.raises(openai.BadRequestError) as error:
+        client.chat.completions.create(model=server.model, max_tokens=3, messages=messages)
+    assert "image 0: corrupt or truncated image data" in str(error.value)
+    body = {"model": server.model, "max_tokens": 3, "messages": messages, "stream": True}
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    with httpx.stream("POST", f"{server.base_url}/v1/chat/completions", json=body, headers=headers) as reply:
+        events = [line for line in reply.iter_lines() if line.startswith("data: ")]
+    assert any('"status":400' in line and "invalid_request_error" in line for line in events), events
+    reply = client.chat.completions.create(
+        model=server.model, max_tokens=3, messages=[{"role": "user", "content": "hi"}]
+    )
+    assert reply.choices[0].finish_reason in ("stop", "length")

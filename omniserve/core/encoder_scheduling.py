@@ -8,9 +8,11 @@ A prefill chunk may only cover placeholders whose rows are in the pool. `acquire
                                                                   \\-(fails)-----------> request aborted
 
 Two encoder backends, same bookkeeping:
-- in-process (`sink` None): jobs ride in this step's `SchedulerOutput` and run before the forward, so an
+- in-process (`sink` None): the item is decoded and preprocessed here (`prepare`, in the engine loop: the
+  debugging mode), and its job rides in this step's `SchedulerOutput` and runs before the forward, so an
   item is ready the step it is taken; at most `max_num_encoder_tokens` rows per step (a bigger item runs in
-  a step of its own); pages are published when the step commits (`end_step`).
+  a step of its own); pages are published when the step commits (`end_step`). An item whose media fail to
+  prepare gives its pages back and fails its request (reported with the next `on_results`).
 - workers (`sink` = the engine's `EncoderPool`): jobs are submitted at once, and ahead: when a chunk of a
   request is considered, every item of it not yet held is submitted too (within
   `max_encoder_jobs_in_flight`, and, for items beyond the chunk, only while `reserve_pages` stay free for
@@ -25,12 +27,14 @@ become the job's own (orphans) and are released, published if the job succeeded,
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from omniserve.core.page_pool import Page, PagePool
 from omniserve.core.scheduler_output import EncoderJob
-from omniserve.multimodal import MediaItem
+from omniserve.encoders.media_errors import MediaError
+from omniserve.multimodal import EncoderInput, MediaItem, MediaPlan
 from omniserve.request import Request
 from omniserve.worker.encoder_messages import EncoderResult
 
@@ -59,6 +63,7 @@ class EncoderScheduling:
         sink: EncoderJobSink | None = None,
         max_in_flight: int = 16,
         reserve_pages: int = 0,
+        prepare: Callable[[MediaPlan], EncoderInput] | None = None,
     ) -> None:
         self.pool = pool
         self.rows_per_page = rows_per_page
@@ -66,6 +71,8 @@ class EncoderScheduling:
         self.sink = sink
         self.max_in_flight = max_in_flight  # workers: jobs not reported yet
         self.reserve_pages = reserve_pages  # workers: free pages encode-ahead leaves for KV
+        self.prepare = prepare  # in-process: MediaPreparer.prepare (decode + preprocess)
+        self._prepare_failures: list[tuple[str, EncoderResult]] = []  # in-process: (request id, failure)
         self._job_ids = itertools.count()
         self._in_flight: dict[int, _InFlight] = {}  # job id -> what it encodes
         self._pending: dict[tuple[str, int], int] = {}  # (request id, item index) -> job id
@@ -124,9 +131,18 @@ class EncoderScheduling:
         self._taken.setdefault(request_id, []).append(index)
         if cached:
             return True
-        assert item.encoder_input is not None, "media item without encoder input"
-        job = EncoderJob(request_id, index, item.encoder_input, page_ids, item.num_tokens)
+        job = EncoderJob(request_id, index, item.plan, page_ids, item.num_tokens)
         if self.sink is None:  # runs before this step's forward
+            if self.prepare is None:
+                raise RuntimeError("in-process encoding needs a prepare function")
+            try:
+                job.encoder_input = self.prepare(item.plan)
+            except Exception as error:  # noqa: BLE001 - bad media fail their request, not the engine
+                self.pool.release_embedding(request_id, index)
+                self._taken[request_id].remove(index)
+                failure = EncoderResult(-1, f"encoding failed: {error}", isinstance(error, MediaError))
+                self._prepare_failures.append((request_id, failure))
+                return False
             self._step_jobs.append((job, item.content_hash))
             self._budget -= item.num_tokens
             self._encoded_any = True
@@ -174,10 +190,11 @@ class EncoderScheduling:
         self._sent.pop(request_id, None)
         self._taken.pop(request_id, None)
 
-    def on_results(self, results: list[EncoderResult]) -> list[tuple[str, str]]:
+    def on_results(self, results: list[EncoderResult]) -> list[tuple[str, EncoderResult]]:
         """Apply worker reports: done items become ready and are published in the encoder cache. Returns
-        (request id, error) for each failed item of a live request (the scheduler aborts it)."""
-        failures = []
+        (request id, failed result) for each failed item of a live request (the scheduler aborts it),
+        in-process preparation failures included."""
+        failures, self._prepare_failures = self._prepare_failures, []
         for result in results:
             record = self._in_flight.pop(result.job_id, None)
             if record is None:
@@ -191,5 +208,5 @@ class EncoderScheduling:
             if result.error is None:
                 self.pool.publish_embedding(record.request_id, record.item_index, record.content_hash)
             else:
-                failures.append((record.request_id, result.error))
+                failures.append((record.request_id, result))
         return failures

@@ -161,7 +161,12 @@ class EngineCore:
         )  # fmt: skip
         self.encoders: EncoderPool | SideStreamEncoder | None = None
         if config.encoder.encoder_mode == "side_stream":
-            self.encoders = SideStreamEncoder(self.runner.model, self.runner.embedding_view)
+            self.encoders = SideStreamEncoder(
+                self.runner.model,
+                self.runner.embedding_view,
+                str(model_path),
+                config.encoder.num_preprocess_workers,
+            )
         if worker_kinds:
             encoder_device = config.encoder.encoder_device
             base = WorkerSpec(
@@ -180,6 +185,7 @@ class EngineCore:
             self.runner.embedding_rows_per_page,
             encoder_sink=self._held_jobs or self.encoders,
             max_encoder_jobs_in_flight=config.encoder.max_encoder_jobs_in_flight,
+            prepare_media=self._in_process_preparer(model_path),
         )
         self.info = ModelInfo(
             model_path=model_path,
@@ -199,6 +205,14 @@ class EngineCore:
             num_pages * self.runner.page_bytes / 2**20,
             self.runner.backend.name,
         )
+
+    def _in_process_preparer(self, model_path: Path):
+        """In-process mode of a multimodal model: the engine decodes and preprocesses items itself."""
+        if self.encoders is not None or getattr(self.runner.model, "encode_many", None) is None:
+            return None
+        from omniserve.encoders.media_prepare import MediaPreparer  # decoders: only for media models
+
+        return MediaPreparer.from_checkpoint(model_path).prepare
 
     def _encoder_worker_kinds(self) -> dict[str, int]:
         """Worker kind -> count, for the towers this model has (none in-process or for text models)."""
@@ -239,7 +253,7 @@ class EngineCore:
         its request with an error), and a step that could schedule nothing while jobs are in flight then
         sleeps until a worker reports (at most `ENCODER_WAIT_S`, or until a `wake_on` connection, e.g. the
         engine process's input pipe, is readable) instead of spinning. Async: outputs of the step before."""
-        outputs = self.scheduler.on_encoder_results(self.encoders.poll()) if self.encoders else []
+        outputs = self.scheduler.on_encoder_results(self.encoders.poll() if self.encoders else [])
         read_back_a_step = self._in_flight is not None  # (async) then there are outputs: do not sleep
         scheduler_output = self.scheduler.schedule()
         step: tuple[SchedulerOutput, InFlightStep] | None = (

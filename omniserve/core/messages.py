@@ -44,6 +44,7 @@ class EngineCoreOutput:
     stop_token_id: int | None = None  # the EOS / stop id that finished it
     num_cached_tokens: int = 0  # prompt tokens served from the prefix cache
     error: str | None = None  # with finish_reason "error": why this request failed (the engine serves on)
+    invalid_input: bool = False  # with an error: the request's media is unusable (the client's fault)
 
 
 @dataclass

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import itertools
 from collections import deque
+from collections.abc import Callable
 
 from omniserve.config import CacheConfig, SchedulerConfig
 from omniserve.core.encoder_scheduling import EncoderJobSink, EncoderScheduling
@@ -57,6 +58,7 @@ from omniserve.core.scheduler_output import (
     NewRequestData,
     SchedulerOutput,
 )
+from omniserve.multimodal import EncoderInput, MediaPlan
 from omniserve.request import Request, RequestStatus
 from omniserve.worker.encoder_messages import EncoderResult
 
@@ -72,10 +74,11 @@ class Scheduler:
         embedding_rows_per_page: int = 1,
         encoder_sink: EncoderJobSink | None = None,
         max_encoder_jobs_in_flight: int = 16,
+        prepare_media: Callable[[MediaPlan], EncoderInput] | None = None,
     ) -> None:
-        """`encoder_sink`: None encodes in-process (jobs in the `SchedulerOutput`); else jobs are submitted
-        to it (the encoder worker pool or the side-stream encoder) and their results come back through
-        `on_encoder_results`."""
+        """`encoder_sink`: None encodes in-process (items prepared with `prepare_media`, jobs in the
+        `SchedulerOutput`); else jobs are submitted to it (the encoder worker pool or the side-stream
+        encoder) and their results come back through `on_encoder_results`."""
         self.config = scheduler_config
         self.pool = PagePool(num_pages, cache_config.block_size, cache_config.enable_prefix_caching)
         self.media = EncoderScheduling(
@@ -85,6 +88,7 @@ class Scheduler:
             encoder_sink,
             max_encoder_jobs_in_flight,
             reserve_pages=self.pool.pages_needed(scheduler_config.max_num_batched_tokens),
+            prepare=prepare_media,
         )
         self.requests: dict[str, Request] = {}  # every live (unfinished) request
         self.waiting: deque[Request] = deque()
@@ -117,14 +121,23 @@ class Scheduler:
         return bool(self.requests)
 
     def on_encoder_results(self, results: list[EncoderResult]) -> list[EngineCoreOutput]:
-        """Worker reports: ready items, and, for a failed item, its request finished with the error."""
+        """Worker reports (and in-process preparation failures): ready items, and, for a failed item, its
+        request finished with the error."""
         outputs = []
-        for request_id, error in self.media.on_results(results):
+        for request_id, failure in self.media.on_results(results):
             request = self.requests.get(request_id)
             if request is None:  # another item of it failed already
                 continue
             self._finish(request, RequestStatus.FINISHED_ERROR)
-            outputs.append(EngineCoreOutput(request_id, [], finish_reason="error", error=error))
+            outputs.append(
+                EngineCoreOutput(
+                    request_id,
+                    [],
+                    finish_reason="error",
+                    error=failure.error,
+                    invalid_input=failure.invalid_input,
+                )
+            )
         return outputs
 
     def _finish(self, request: Request, status: RequestStatus) -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from omniserve.core.messages import TokenLogprob
-from omniserve.multimodal import EncoderInput
+from omniserve.multimodal import EncoderInput, MediaPlan
 from omniserve.sampling_params import SamplingParams
 
 
@@ -46,9 +46,10 @@ class EncoderJob:
 
     request_id: str
     item_index: int
-    encoder_input: EncoderInput
+    plan: MediaPlan  # where the source lies; the encoder side decodes and preprocesses it
     page_ids: list[int]  # row r goes to page page_ids[r // rows_per_page], row r % rows_per_page
     num_tokens: int  # rows
+    encoder_input: EncoderInput | None = None  # in-process: prepared by the scheduler (ready to encode)
 
 
 @dataclass

@@ -21,6 +21,7 @@ from omniserve.multimodal import MediaItem
 from omniserve.sampling_params import SamplingParams
 
 if TYPE_CHECKING:
+    from omniserve.frontend.media_store import MediaLease
     from omniserve.frontend.multimodal_processor import MultimodalProcessor
 
 PromptType = str | dict[str, Any]
@@ -34,6 +35,7 @@ class ProcessedPrompt:
     mm_items: list[MediaItem] = field(default_factory=list)  # in prompt order
     mrope_positions: np.ndarray | None = None  # [3, num_prompt_tokens] for M-RoPE models
     mrope_delta: int = 0  # a generated token at index i has position i + mrope_delta
+    media_lease: MediaLease | None = None  # store files of the media: release when the requests are done
 
 
 class InputProcessor:

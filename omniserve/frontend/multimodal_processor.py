@@ -4,10 +4,14 @@ For Qwen2.5-Omni and Qwen2.5-VL checkpoints; equal to the checkpoint's HF proces
 pixel_values / grid_thw / input_features) and to the HF model's `get_rope_index`.
 
     prompt dict ──> text (rendered chat template for messages) ──tokenize──> ids, one placeholder per item
-                    media (multi_modal_data / content parts)   ──MediaLoader──> LoadedMedia per item
+                    media (multi_modal_data / content parts)   ──MediaPlanner──> PlannedMedia per item
+                                                  (nothing decoded but audio; sources go to the MediaStore)
     ids ──expand──> each placeholder becomes num_tokens copies (audio in video: <|audio_bos|> runs
-                    <|audio_eos|>) ──> MediaItem(offset, num_tokens, content_hash, EncoderInput, ...)
+                    <|audio_eos|>) ──> MediaItem(offset, num_tokens, content_hash, MediaPlan, ...)
                                    ──> mrope_positions(...) -> positions [3, N], delta
+
+The store files of a prompt are held by `ProcessedPrompt.media_lease` until the caller releases it (its
+requests finished); a prompt that fails here releases its own.
 
 Items are matched to placeholders in order, per modality; a count mismatch is an error. Text-only
 prompts to a multimodal model go through here too (no media: plain positions), so that a placeholder
@@ -22,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from omniserve.frontend.input_processor import ProcessedPrompt
 from omniserve.frontend.media_limits import MediaLimits
+from omniserve.frontend.media_store import MediaLease, MediaStore
 from omniserve.frontend.mm_family import SUPPORTED_MODEL_TYPES, MultimodalFamily, family_from_config
 from omniserve.frontend.mm_inputs import (
     MediaInput,
@@ -34,21 +39,27 @@ from omniserve.models.mrope import MRopeItem, mrope_positions
 from omniserve.multimodal import MediaItem
 
 if TYPE_CHECKING:
-    from omniserve.frontend.media_loader import LoadedMedia
+    from omniserve.frontend.media_planner import PlannedMedia
 
 __all__ = ["MediaLimits", "MultimodalProcessor", "build_multimodal_processor"]
 
 
 class MultimodalProcessor:
     def __init__(
-        self, model_path: str | Path, hf_config: Any, tokenizer: Any, limits: MediaLimits | None = None
+        self,
+        model_path: str | Path,
+        hf_config: Any,
+        tokenizer: Any,
+        limits: MediaLimits | None = None,
+        store: MediaStore | None = None,
     ) -> None:
         self.tokenizer = tokenizer
         self.limits = limits or MediaLimits()
         self.family: MultimodalFamily = family_from_config(hf_config, tokenizer)
-        from omniserve.frontend.media_loader import MediaLoader  # decoders (PyAV, torchvision): load lazily
+        self.store = store or MediaStore()
+        from omniserve.frontend.media_planner import MediaPlanner  # decoders (PyAV, torchvision): load lazily
 
-        self.loader = MediaLoader(model_path, self.family, self.limits)
+        self.planner = MediaPlanner(model_path, self.family, self.limits, self.store)
 
     # ---- prompt dict -> (text, ids, media, options) -------------------------------------------------------
 
@@ -112,7 +123,7 @@ class MultimodalProcessor:
 
     # ---- expansion ----------------------------------------------------------------------------------------
 
-    def _expansion(self, loaded: LoadedMedia) -> tuple[list[int], int]:
+    def _expansion(self, loaded: PlannedMedia) -> tuple[list[int], int]:
         """Tokens replacing one placeholder, and the index of the item's first row among them."""
         family = self.family
         if loaded.modality != "video_with_audio":
@@ -125,6 +136,21 @@ class MultimodalProcessor:
     def process(self, prompt: Any) -> ProcessedPrompt:
         text, ids, media, options = self._parse(prompt)
         ordered = self._match(ids, media)
+        lease = MediaLease()
+        try:
+            return self._expand(text, ids, ordered, options, lease)
+        except BaseException:
+            self.store.release(lease)
+            raise
+
+    def _expand(
+        self,
+        text: str | None,
+        ids: list[int],
+        ordered: list[MediaInput],
+        options: MediaOptions,
+        lease: MediaLease,
+    ) -> ProcessedPrompt:
         placeholder_ids = self.family.placeholder_ids()
         expanded: list[int] = []
         items: list[MediaItem] = []
@@ -135,7 +161,7 @@ class MultimodalProcessor:
                 expanded.append(token)
                 continue
             source = next(pending)
-            loaded = self.loader.load(source, options)
+            loaded = self.planner.plan(source, options, lease)
             if loaded.modality == "video_with_audio" and (
                 not expanded or expanded[-1] != self.family.vision_start_token_id
             ):
@@ -152,7 +178,7 @@ class MultimodalProcessor:
                     content_hash=loaded.content_hash,
                     offset=offset,
                     num_tokens=loaded.num_tokens,
-                    encoder_input=loaded.encoder_input,
+                    plan=loaded.plan,
                     grid_thw=loaded.grid_thw,
                     seconds_per_grid=loaded.seconds_per_grid,
                     audio_tokens=loaded.audio_tokens,
@@ -169,11 +195,15 @@ class MultimodalProcessor:
                 )
             )
         positions, delta = mrope_positions(len(expanded), rope_items, self.family.mrope)
-        return ProcessedPrompt(text, expanded, items, positions, delta)
+        return ProcessedPrompt(text, expanded, items, positions, delta, lease if lease.keys else None)
 
 
 def build_multimodal_processor(
-    model_path: str | Path, tokenizer: Any, hf_config: Any = None, limits: MediaLimits | None = None
+    model_path: str | Path,
+    tokenizer: Any,
+    hf_config: Any = None,
+    limits: MediaLimits | None = None,
+    store: MediaStore | None = None,
 ) -> MultimodalProcessor | None:
     """The MultimodalProcessor of a checkpoint folder, or None for a text-only checkpoint (or no folder)."""
     config_file = Path(model_path) / "config.json"
@@ -194,4 +224,4 @@ def build_multimodal_processor(
             logging.set_verbosity(previous)
     elif getattr(hf_config, "model_type", None) not in SUPPORTED_MODEL_TYPES:
         return None
-    return MultimodalProcessor(model_path, hf_config, tokenizer, limits)
+    return MultimodalProcessor(model_path, hf_config, tokenizer, limits, store)

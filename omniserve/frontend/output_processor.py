@@ -92,6 +92,7 @@ class OutputProcessor:
             logprobs=state.logprobs,
             num_cached_tokens=state.num_cached_tokens,
             error=output.error if output else None,
+            invalid_input=output.invalid_input if output else False,
         )
         return StreamDelta(
             state.request_id,
@@ -105,4 +106,5 @@ class OutputProcessor:
             num_cached_tokens=state.num_cached_tokens,
             output=final,
             error=final.error,
+            invalid_input=final.invalid_input,
         )

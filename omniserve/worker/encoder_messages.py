@@ -5,16 +5,16 @@
     engine process  --EncodeTask | StopWorker-->      job queue        (one queue per worker)
     engine process  <--TaskDone | TaskFailed--        result pipe      (one pipe per worker)
 
-Tasks and results travel as plain pickles (tensors of a task are copied, not shared: only the pool tensor
-is shared memory / CUDA IPC, once, at spawn). The engine pool turns results and worker deaths into
-`EncoderResult`s for the scheduler.
+Tasks and results travel as plain pickles; a task names its media source (a file), never carries it. Only
+the pool tensor is shared memory / CUDA IPC, once, at spawn. The engine pool turns results and worker
+deaths into `EncoderResult`s for the scheduler.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from omniserve.multimodal import EncoderInput
+from omniserve.multimodal import MediaPlan
 
 # Worker kinds and the media item modalities each one encodes.
 WORKER_KINDS = ("vision", "video", "audio")
@@ -40,7 +40,7 @@ class WorkerSpec:
 @dataclass
 class EncodeTask:
     job_id: int  # echoed in the result
-    encoder_input: EncoderInput  # preprocessed tensors (CPU)
+    plan: MediaPlan  # the worker decodes and preprocesses the item's source (`MediaPreparer`)
     page_ids: list[int]  # row r goes to page page_ids[r // rows_per_page], row r % rows_per_page
     num_tokens: int  # rows the item must have
 
@@ -71,6 +71,7 @@ class TaskDone:
 class TaskFailed:
     job_id: int
     message: str  # "ExceptionType: text", for the request's error
+    invalid_input: bool = False  # the media itself is unusable (MediaError), not the encoder
 
 
 @dataclass
@@ -79,3 +80,4 @@ class EncoderResult:
 
     job_id: int
     error: str | None = None  # None: the rows are in the pool (device synced); else why the item failed
+    invalid_input: bool = False  # with an error: the media is unusable (the client's fault: HTTP 400)

@@ -131,13 +131,13 @@ class EncoderPool:
 
     # ----- jobs ------------------------------------------------------------------------------------
     def submit(self, job_id: int, job: EncoderJob) -> None:
-        kind = KIND_OF_MODALITY[job.encoder_input.modality]
+        kind = KIND_OF_MODALITY[job.plan.modality]
         candidates = [w for w in self.workers if w.spec.kind == kind and not w.broken]
         if not candidates:
             self._finished.append(EncoderResult(job_id, f"no live {kind} encoder worker"))
             return
         worker = min(candidates, key=lambda w: len(w.in_flight))
-        task = EncodeTask(job_id, job.encoder_input, list(job.page_ids), job.num_tokens)
+        task = EncodeTask(job_id, job.plan, list(job.page_ids), job.num_tokens)
         worker.in_flight[job_id] = task
         worker.jobs.put(pickle.dumps(task))
 
@@ -175,7 +175,8 @@ class EncoderPool:
             self._finished.append(EncoderResult(message.job_id))
         elif isinstance(message, TaskFailed):
             worker.in_flight.pop(message.job_id, None)
-            self._finished.append(EncoderResult(message.job_id, f"encoding failed: {message.message}"))
+            error = f"encoding failed: {message.message}"
+            self._finished.append(EncoderResult(message.job_id, error, message.invalid_input))
         elif isinstance(message, WorkerReady):
             worker.ready = True
         elif isinstance(message, WorkerStartupFailed):

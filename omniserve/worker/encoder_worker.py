@@ -1,18 +1,18 @@
-"""An encoder worker process: runs the tower(s) of one modality and writes rows into the shared pool.
+"""An encoder worker process: prepares media of one modality, runs its tower(s), writes rows into the pool.
 
     spawn(WorkerSpec, pool tensor, job queue, result pipe)
       -> build only its towers (vision: VisionTower; video: VisionTower + AudioTower for audio in video;
          audio: AudioTower) from the checkpoint folder, in the engine dtype, on `spec.device`
       -> WorkerReady (or WorkerStartupFailed)
-      -> loop: EncodeTask -> encode -> write rows into pool pages -> device sync -> TaskDone | TaskFailed
+      -> loop: EncodeTask -> decode + preprocess its source (`MediaPreparer`, checked against the plan)
+               -> encode -> write rows into pool pages -> device sync -> TaskDone | TaskFailed
 
 The pool tensor arrives once, at spawn, through torch.multiprocessing: shared memory on CPU, a CUDA IPC
 handle on GPU (rows computed on another device are copied across). Writes are complete (device synced)
 before TaskDone is sent, so the engine may publish the pages and read them in its next forward.
-A job that raises reports TaskFailed and the worker keeps serving; the process exits on StopWorker, when
-its queue or pipe closes, or when the engine process dies.
-
-Preprocessing (decode, resize, log-mel) still happens in the frontend: tasks carry preprocessed tensors.
+A job that raises reports TaskFailed (`invalid_input` when the media itself is unusable) and the worker
+keeps serving; the process exits on StopWorker, when its queue or pipe closes, or when the engine process
+dies. The media's bytes never pass through the engine: the task names the file the frontend stored.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ from pathlib import Path
 import torch
 
 from omniserve import envs
+from omniserve.encoders.media_errors import MediaError
+from omniserve.encoders.media_prepare import MediaPreparer
 from omniserve.worker.embedding_pages import embedding_view, write_rows
 from omniserve.worker.encoder_messages import (
     EncodeTask,
@@ -88,9 +90,9 @@ def _send(results, message) -> None:
     results.send_bytes(pickle.dumps(message))
 
 
-def _run_task(towers, view: torch.Tensor, task: EncodeTask) -> TaskDone:
+def _run_task(towers, preparer: MediaPreparer, view: torch.Tensor, task: EncodeTask) -> TaskDone:
     start = time.perf_counter()
-    rows = towers.encode(task.encoder_input)  # [num_tokens, H]
+    rows = towers.encode(preparer.prepare(task.plan))  # [num_tokens, H]
     write_rows(view, task.page_ids, rows, task.num_tokens)
     if view.device.type == "cuda":
         torch.cuda.synchronize(view.device)
@@ -113,6 +115,7 @@ def run_encoder_worker(spec: WorkerSpec, pool: torch.Tensor, jobs, results) -> N
             device = torch.device(spec.device)
             torch.cuda.set_device(device.index if device.index is not None else 0)
         towers = build_towers(spec)
+        preparer = MediaPreparer.from_checkpoint(spec.model_path)
         view = embedding_view(pool, spec.rows_per_page, spec.hidden_size)
     except BaseException as error:  # noqa: BLE001 - reported to the engine as one message
         _send(results, WorkerStartupFailed(f"{type(error).__name__}: {error}", traceback.format_exc()))
@@ -127,10 +130,12 @@ def run_encoder_worker(spec: WorkerSpec, pool: torch.Tensor, jobs, results) -> N
             return
         try:
             with torch.inference_mode():
-                outcome = _run_task(towers, view, task)
+                outcome = _run_task(towers, preparer, view, task)
         except Exception as error:  # noqa: BLE001 - one bad item fails its job, not the worker
             logger.debug("job %d failed:\n%s", task.job_id, traceback.format_exc())
-            outcome = TaskFailed(task.job_id, f"{type(error).__name__}: {error}")
+            invalid = isinstance(error, MediaError)
+            message = str(error) if invalid else f"{type(error).__name__}: {error}"
+            outcome = TaskFailed(task.job_id, message, invalid)
         try:
             _send(results, outcome)
         except (BrokenPipeError, OSError):

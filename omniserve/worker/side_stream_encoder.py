@@ -17,24 +17,33 @@ by milliseconds. The engine's own stream is created with a higher priority than 
 (`engine_stream`), so while both have work the GPU hands freed SMs to the decode kernels first; and the
 interpreter's thread switch interval is shortened so the engine thread never waits long for the GIL.
 
-Without CUDA (tests on the CPU) the jobs run synchronously at launch and are reported at the next poll,
-which exercises the same scheduling path.
+Media are decoded and preprocessed off the engine thread too: on CUDA each submitted job's plan goes to a
+`PreprocessPool` of processes at once, and the job is launched on the side stream at the first poll after
+its tensors are back. Without CUDA (tests on the CPU) the jobs are prepared and encoded synchronously at
+launch and are reported at the next poll, which exercises the same scheduling path. A job whose media fail
+to prepare is reported failed (`invalid_input` for unusable media).
 """
 
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import logging
 import queue
 import sys
 import threading
 import time
+from concurrent.futures import Future
 
 import torch
 
 from omniserve.core.scheduler_output import EncoderJob
+from omniserve.encoders.media_errors import MediaError
+from omniserve.encoders.media_prepare import MediaPreparer
+from omniserve.multimodal import EncoderInput
 from omniserve.worker.embedding_pages import write_rows
 from omniserve.worker.encoder_messages import EncoderResult
+from omniserve.worker.preprocess_pool import PreprocessPool, failure_message
 
 logger = logging.getLogger("omniserve")
 
@@ -49,12 +58,19 @@ def engine_stream(device: torch.device) -> torch.cuda.Stream:
 
 
 class SideStreamEncoder:
-    def __init__(self, model, embedding_view: torch.Tensor) -> None:
+    def __init__(
+        self, model, embedding_view: torch.Tensor, model_path: str, num_preprocess_processes: int = 4
+    ) -> None:
         self.model = model  # has encode_many(list[EncoderInput]) -> list[[num_tokens, H]]
         self.embedding_view = embedding_view  # [num_pages, rows_per_page, H] view of the pool
         self.device = embedding_view.device
         self.stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None  # low priority
-        self._queued: list[tuple[int, EncoderJob]] = []  # submitted, not launched yet
+        self._preprocess = PreprocessPool(model_path, num_preprocess_processes) if self.stream else None
+        if self._preprocess is not None:
+            self._preprocess.warm_up()
+        self._preparer = None if self.stream else MediaPreparer.from_checkpoint(model_path)
+        self._preparing: list[tuple[int, EncoderJob, Future[EncoderInput]]] = []  # in the preprocess pool
+        self._queued: list[tuple[int, EncoderJob]] = []  # submitted (CPU) or prepared (CUDA), not launched
         self._in_thread = 0  # jobs handed to the launch thread, not launched yet
         self._launched: list[tuple[list[int], torch.cuda.Event | None]] = []  # (job ids, event) in order
         self._finished: list[EncoderResult] = []
@@ -68,20 +84,56 @@ class SideStreamEncoder:
             atexit.register(self.shutdown)  # stop the thread before CUDA tears down at exit
 
     def submit(self, job_id: int, job: EncoderJob) -> None:
-        self._queued.append((job_id, job))
+        if self._preprocess is None:
+            self._queued.append((job_id, job))
+        else:
+            self._preparing.append((job_id, job, self._preprocess.submit(job.plan)))
 
     @property
     def num_in_flight(self) -> int:
         with self._lock:
             launched = sum(len(ids) for ids, _ in self._launched)
-            return len(self._queued) + self._in_thread + launched + len(self._finished)
+            busy = len(self._preparing) + len(self._queued) + self._in_thread + launched
+            return busy + len(self._finished)
+
+    def _failed(self, job_id: int, error: BaseException) -> EncoderResult:
+        return EncoderResult(job_id, failure_message(error), isinstance(error, MediaError))
+
+    def _collect_prepared(self) -> None:
+        """Prepared jobs join the launch queue; failed ones are reported."""
+        still = []
+        for job_id, job, future in self._preparing:
+            if not future.done():
+                still.append((job_id, job, future))
+            elif future.exception() is not None:
+                with self._lock:
+                    self._finished.append(self._failed(job_id, future.exception()))
+            else:
+                self._queued.append((job_id, dataclasses.replace(job, encoder_input=future.result())))
+        self._preparing = still
+
+    def _prepare_now(self, queued: list[tuple[int, EncoderJob]]) -> list[tuple[int, EncoderJob]]:
+        """CPU: prepare in this thread; failed jobs are reported."""
+        prepared = []
+        for job_id, job in queued:
+            try:
+                prepared.append(
+                    (job_id, dataclasses.replace(job, encoder_input=self._preparer.prepare(job.plan)))
+                )
+            except Exception as error:  # noqa: BLE001 - bad media fail their job, not the engine
+                with self._lock:
+                    self._finished.append(self._failed(job_id, error))
+        return prepared
 
     def _launch(self) -> None:
+        self._collect_prepared()
         if not self._queued:
             return
         queued, self._queued = self._queued, []
         if self._work is None:  # CPU: encode now
-            self._encode_batch(queued, None)
+            queued = self._prepare_now(queued)
+            if queued:
+                self._encode_batch(queued, None)
             return
         # The side stream must not write pages before earlier engine work that used them is done (a page is
         # reused only after its previous request finished, but its last forward may still be in flight):
@@ -123,7 +175,7 @@ class SideStreamEncoder:
                 self._finished += outcome
 
     def _encode(self, queued: list[tuple[int, EncoderJob]]) -> None:
-        all_rows = self.model.encode_many([job.encoder_input for _, job in queued])
+        all_rows = self.model.encode_many([job.encoder_input for _, job in queued])  # type: ignore[misc]
         for (_, job), rows in zip(queued, all_rows, strict=True):
             write_rows(self.embedding_view, job.page_ids, rows, job.num_tokens)
 
@@ -143,16 +195,20 @@ class SideStreamEncoder:
         self._launch()
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
+            if any(future.done() for _, _, future in self._preparing):
+                return  # the next poll launches it
             with self._lock:
                 if self._finished:
                     return
                 event = self._launched[0][1] if self._launched else None
-                idle = not self._launched and self._in_thread == 0
+                idle = not self._launched and self._in_thread == 0 and not self._preparing
             if idle or (event is not None and event.query()) or (self._launched and event is None):
                 return
             time.sleep(0.0005)
 
     def shutdown(self) -> None:
+        if self._preprocess is not None:
+            self._preprocess.shutdown()
         if self._work is not None and self._thread.is_alive():
             self._work.put(None)
             self._thread.join(timeout=5)

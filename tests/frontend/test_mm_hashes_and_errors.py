@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from mm_test_media import data_url, frames, image, mp4_with_audio, png_bytes, speech, wav_bytes
+from omniserve.encoders.media_errors import MediaError
+from omniserve.encoders.media_prepare import MediaPreparer
 
 from omniserve.core.engine_core import ModelInfo
 from omniserve.frontend.input_processor import InputProcessor
@@ -79,8 +81,8 @@ BAD_PROMPTS = {
         "2 image placeholder.*1 image item",
     ),
     "placeholder without media": ({"prompt": f"hi {AUD}"}, "1 audio placeholder.*0 audio item"),
-    "corrupt image": (
-        {"prompt": IMG, "multi_modal_data": {"image": png_bytes(image(30, 30))[:60]}},
+    "corrupt image header": (
+        {"prompt": IMG, "multi_modal_data": {"image": png_bytes(image(30, 30))[:20]}},
         "image 0: ",
     ),
     "not an image": (
@@ -180,6 +182,54 @@ def test_bad_input_is_a_clear_value_error(name: str, omni_mm) -> None:
     prompt, message = BAD_PROMPTS[name]
     with pytest.raises(ValueError, match=message):
         omni_mm.process(prompt)
+
+
+def test_corrupt_pixel_data_is_found_where_the_item_is_prepared(omni_mm) -> None:
+    """A truncated PNG has a sound header: the frontend plans it from the header alone (no decoding), and
+    the encoder side's preparation fails the item with a MediaError naming it. Its store file is freed."""
+    prompt = {"prompt": IMG, "multi_modal_data": {"image": png_bytes(image(30, 30))[:60]}}
+    processed = omni_mm.process(prompt)
+    (item,) = processed.mm_items
+    assert item.plan.source.kind == "encoded" and Path(item.plan.source.path).is_file()
+    planner = omni_mm.planner
+    preparer = MediaPreparer(planner.image_config, planner.video_config, planner.audio_config)
+    with pytest.raises(MediaError, match="image 0: corrupt or truncated image data"):
+        preparer.prepare(item.plan)
+    omni_mm.store.release(processed.media_lease)
+    assert not Path(item.plan.source.path).exists()
+    with pytest.raises(MediaError, match="image 0: the media source is gone"):
+        preparer.prepare(item.plan)
+
+
+def test_store_files_are_shared_by_equal_sources_and_freed_with_the_last_lease(omni_mm, tmp_path) -> None:
+    """Bytes and arrays are written once per content; a caller's file is used in place, never deleted."""
+    picture = png_bytes(image(30, 30, 3))
+    first = omni_mm.process({"prompt": IMG, "multi_modal_data": {"image": picture}})
+    second = omni_mm.process({"prompt": IMG, "multi_modal_data": {"image": picture}})
+    path = Path(first.mm_items[0].plan.source.path)
+    assert second.mm_items[0].plan.source.path == str(path) and path.read_bytes() == picture
+    omni_mm.store.release(first.media_lease)
+    assert path.is_file()
+    omni_mm.store.release(second.media_lease)
+    omni_mm.store.release(second.media_lease)  # idempotent
+    assert not path.exists()
+    own = tmp_path / "mine.png"
+    own.write_bytes(picture)
+    third = omni_mm.process({"prompt": IMG, "multi_modal_data": {"image": str(own)}})
+    assert third.mm_items[0].plan.source.path == str(own.resolve()) and third.media_lease is None
+    sound = omni_mm.process({"prompt": AUD, "multi_modal_data": {"audio": (speech(1.0, seed=11), 16000)}})
+    stored = sound.mm_items[0].plan.source
+    assert stored.kind == "array" and np.load(stored.path).dtype == np.float32  # decoded once, at 16 kHz
+    omni_mm.store.release(sound.media_lease)
+    assert own.is_file() and not Path(stored.path).exists()
+
+
+def test_a_prompt_that_fails_midway_frees_the_files_it_stored(omni_mm) -> None:
+    before = omni_mm.store.num_files
+    bad = {"prompt": IMG + IMG, "multi_modal_data": {"image": [png_bytes(image(30, 30, 7)), b"not an image"]}}
+    with pytest.raises(ValueError, match="image 1: unsupported"):
+        omni_mm.process(bad)
+    assert omni_mm.store.num_files == before
 
 
 def test_vl_refuses_audio(vl_mm) -> None:

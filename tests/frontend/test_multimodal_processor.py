@@ -12,9 +12,12 @@ import pytest
 import torch
 from hf_compat import audio_in_video_kwargs
 from mm_test_media import data_url, frames, image, mp4_with_audio, png_bytes, speech, wav_bytes
+from omniserve.encoders.media_prepare import MediaPreparer
 from omniserve.encoders.video_io import VideoOptions, load_video
 
 from omniserve.frontend.input_processor import ProcessedPrompt
+from omniserve.frontend.multimodal_processor import MultimodalProcessor
+from omniserve.multimodal import EncoderInput
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
 
@@ -69,7 +72,7 @@ def assert_layout(ours: ProcessedPrompt, token_ids: dict[str, int]) -> None:
     for item in ours.mm_items:
         rows = ids[item.offset : item.end]
         if item.modality == "video_with_audio":
-            runs = item.encoder_input.interleave
+            runs = item.plan.interleave
             assert [t for tower, _, n in runs for t in [token_ids[tower]] * n] == rows
             for tower in ("video", "audio"):
                 starts = [(first, n) for name, first, n in runs if name == tower]
@@ -79,25 +82,39 @@ def assert_layout(ours: ProcessedPrompt, token_ids: dict[str, int]) -> None:
             assert rows == [token_ids[item.modality]] * item.num_tokens
 
 
+def tower_inputs(mm: MultimodalProcessor, ours: ProcessedPrompt) -> list[EncoderInput]:
+    """What the encoder side makes of each item's plan (decoded from the media store, as a worker does)."""
+    planner = mm.planner
+    preparer = MediaPreparer(planner.image_config, planner.video_config, planner.audio_config)
+    return [preparer.prepare(item.plan) for item in ours.mm_items]
+
+
 def assert_matches(
-    ours: ProcessedPrompt, ref, positions, delta, audio_order: list[int] | None = None
+    mm: MultimodalProcessor,
+    ours: ProcessedPrompt,
+    ref,
+    positions,
+    delta,
+    audio_order: list[int] | None = None,
 ) -> None:
+    """Planned ids, grids and positions, and the tensors prepared from the plans, equal HF's processor."""
     assert ours.prompt_token_ids == ref["input_ids"][0].tolist()
-    images = [i for i in ours.mm_items if i.modality == "image"]
-    videos = [i for i in ours.mm_items if i.modality in ("video", "video_with_audio")]
+    inputs = tower_inputs(mm, ours)
+    for item, prepared in zip(ours.mm_items, inputs, strict=True):
+        assert prepared.modality == item.modality and prepared.grid_thw == item.grid_thw
+    images = [x for x in inputs if x.modality == "image"]
+    videos = [x for x in inputs if x.modality in ("video", "video_with_audio")]
     if images:
-        assert torch.equal(torch.cat([i.encoder_input.pixel_values for i in images]), ref["pixel_values"])
-        assert [list(i.grid_thw) for i in images] == ref["image_grid_thw"].tolist()
+        assert torch.equal(torch.cat([x.pixel_values for x in images]), ref["pixel_values"])
+        assert [list(x.grid_thw) for x in images] == ref["image_grid_thw"].tolist()
     if videos:
-        assert torch.equal(
-            torch.cat([i.encoder_input.pixel_values for i in videos]), ref["pixel_values_videos"]
-        )
-        assert [list(i.grid_thw) for i in videos] == ref["video_grid_thw"].tolist()
-    with_audio = [i for i in ours.mm_items if i.encoder_input.features is not None]
+        assert torch.equal(torch.cat([x.pixel_values for x in videos]), ref["pixel_values_videos"])
+        assert [list(x.grid_thw) for x in videos] == ref["video_grid_thw"].tolist()
+    with_audio = [x for x in inputs if x.features is not None]
     if with_audio:
         order = audio_order if audio_order is not None else range(len(with_audio))
         for ours_index, hf_index in enumerate(order):
-            features = with_audio[ours_index].encoder_input.features
+            features = with_audio[ours_index].features
             length = int(ref["feature_attention_mask"][hf_index].sum())
             assert features.shape == (128, length)
             assert (features - ref["input_features"][hf_index, :, :length]).abs().max() <= 1e-5
@@ -132,7 +149,7 @@ OMNI_CASES = {
 def test_omni_matches_hf(name: str, omni_mm, omni_hf_processor, omni_hf_model) -> None:
     case, data, kwargs = OMNI_CASES[name]()
     ours = omni_mm.process({"prompt": case.text, "multi_modal_data": data, "mm_processor_kwargs": kwargs})
-    assert_matches(ours, *omni_reference(omni_hf_processor, omni_hf_model, case))
+    assert_matches(omni_mm, ours, *omni_reference(omni_hf_processor, omni_hf_model, case))
     family = omni_mm.family
     assert_layout(
         ours, {"image": family.image_token_id, "video": family.video_token_id, "audio": family.audio_token_id}
@@ -155,11 +172,11 @@ def test_omni_audio_in_video_matches_hf(fps: float, omni_mm, omni_hf_processor, 
     case = Case(
         text, videos=[decoded.frames], audio=[standalone, decoded.audio], fps=fps, audio_from_video=[None, 0]
     )
-    assert_matches(ours, *omni_reference(omni_hf_processor, omni_hf_model, case))
+    assert_matches(omni_mm, ours, *omni_reference(omni_hf_processor, omni_hf_model, case))
     family = omni_mm.family
     assert_layout(ours, {"video": family.video_token_id, "audio": family.audio_token_id})
     item = ours.mm_items[1]
-    assert item.modality == "video_with_audio" and item.encoder_input.modality == "video_with_audio"
+    assert item.modality == "video_with_audio" and item.plan.modality == "video_with_audio"
     assert ours.prompt_token_ids[item.offset - 2 : item.offset] == [
         family.vision_start_token_id,
         family.audio_start_token_id,
@@ -169,7 +186,7 @@ def test_omni_audio_in_video_matches_hf(fps: float, omni_mm, omni_hf_processor, 
         family.vision_end_token_id,
     ]
     assert item.seconds_per_grid == 2.0 / fps
-    assert len({run[0] for run in item.encoder_input.interleave}) == 2  # really interleaved
+    assert len({run[0] for run in item.plan.interleave}) == 2  # really interleaved
 
     # frames + explicit track give the same layout and tensors as the encoded clip
     explicit = omni_mm.process(
@@ -183,7 +200,7 @@ def test_omni_audio_in_video_matches_hf(fps: float, omni_mm, omni_hf_processor, 
         }
     )
     assert explicit.prompt_token_ids == ours.prompt_token_ids
-    assert explicit.mm_items[1].encoder_input.interleave == item.encoder_input.interleave
+    assert explicit.mm_items[1].plan.interleave == item.plan.interleave
     assert (explicit.mrope_positions == ours.mrope_positions).all()
 
 
@@ -216,7 +233,7 @@ def test_omni_messages_match_hf(omni_mm, omni_hf_processor, omni_hf_model, tmp_p
     )  # the wav's 16-bit samples
     video = load_video(str(video_path)).frames
     case = Case(text, images=[picture], videos=[video], audio=[heard])
-    assert_matches(ours, *omni_reference(omni_hf_processor, omni_hf_model, case))
+    assert_matches(omni_mm, ours, *omni_reference(omni_hf_processor, omni_hf_model, case))
 
 
 def vl_reference(processor, model, text: str, images=None, videos=None, fps: float = 2.0):
@@ -240,7 +257,7 @@ def test_vl_image_and_video_match_hf(vl_mm, vl_hf_processor, vl_hf_model) -> Non
     text = f"A {VL_IMG} then {VL_VID} and {VL_IMG}."
     pictures, clip = [image(60, 90, 7), image(100, 64, 8)], frames(4, seed=9)
     ours = vl_mm.process({"prompt": text, "multi_modal_data": {"image": pictures, "video": clip}})
-    assert_matches(ours, *vl_reference(vl_hf_processor, vl_hf_model, text, pictures, [clip]))
+    assert_matches(vl_mm, ours, *vl_reference(vl_hf_processor, vl_hf_model, text, pictures, [clip]))
     assert ours.mm_items[1].seconds_per_grid == 1.0  # tp / sampled fps (2 fps frames)
     family = vl_mm.family
     assert_layout(ours, {"image": family.image_token_id, "video": family.video_token_id})
@@ -260,7 +277,7 @@ def test_vl_messages_match_hf(vl_mm, vl_hf_processor, vl_hf_model) -> None:
     ours = vl_mm.process({"messages": messages})
     text = vl_hf_processor.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     assert VL_IMG in text
-    assert_matches(ours, *vl_reference(vl_hf_processor, vl_hf_model, text, [picture]))
+    assert_matches(vl_mm, ours, *vl_reference(vl_hf_processor, vl_hf_model, text, [picture]))
 
 
 def test_text_only_prompts_get_plain_positions(omni_mm) -> None:

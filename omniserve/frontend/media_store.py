@@ -1,0 +1,102 @@
+"""`MediaStore`: the frontend's content-addressed folder of media sources, read by the preprocessors.
+
+A request carries no pixels or samples to the engine: each media item's source is written here once (or,
+for a file the caller named, referenced where it is) and the item's `MediaPlan` names the file. Whoever
+encodes the item (encoder worker, side-stream preprocessor, in-process engine) reads it from there.
+
+    encoded bytes / data URL  ->  <root>/<key>.bin   (the bytes as given: decoders sniff the format)
+    a path                    ->  that path, not copied (the API's file store is immutable already)
+    an array / PIL image      ->  <root>/<key>.npy   (uint8 [H, W, 3], uint8 [T, H, W, 3] or float32 [S])
+
+Files are keyed by a content hash, so equal sources share one file. A `MediaLease` counts the files one
+prompt holds; `release` (when its requests finished, failed or were aborted) deletes a file once no lease
+holds it. A job still reading a released file can only belong to a request that is gone (its result is
+dropped), so early deletion never hurts a live request. The folder is removed when the store is
+(`OMNISERVE_MEDIA_DIR` sets its parent; default: the system temp dir).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+import weakref
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from omniserve.multimodal import StoredMedia
+
+
+@dataclass
+class MediaLease:
+    """The store files one prompt holds (released together)."""
+
+    keys: list[str] = field(default_factory=list)
+    released: bool = False
+
+
+class MediaStore:
+    def __init__(self, parent: str | Path | None = None) -> None:
+        parent = parent or os.environ.get("OMNISERVE_MEDIA_DIR") or tempfile.gettempdir()
+        Path(parent).mkdir(parents=True, exist_ok=True)
+        self.root = Path(tempfile.mkdtemp(prefix="omniserve-media-", dir=parent))
+        self._lock = threading.Lock()
+        self._refs: dict[str, int] = {}  # key -> leases holding it
+        self._finalizer = weakref.finalize(self, shutil.rmtree, self.root, ignore_errors=True)
+
+    def _hold(self, key: str, lease: MediaLease, write) -> Path:
+        """The file of `key`, written by `write(path)` unless it exists; counted in `lease`."""
+        path = self.root / key
+        with self._lock:
+            if self._refs.get(key, 0) == 0:
+                temporary = path.with_name(f".{key}.{threading.get_ident()}.tmp")
+                write(temporary)
+                os.replace(temporary, path)
+            self._refs[key] = self._refs.get(key, 0) + 1
+            lease.keys.append(key)
+        return path
+
+    def put_bytes(self, data: bytes, digest: str, lease: MediaLease) -> StoredMedia:
+        path = self._hold(f"{digest}.bin", lease, lambda target: Path(target).write_bytes(data))
+        return StoredMedia(str(path), "encoded")
+
+    def put_array(self, array: np.ndarray, digest: str, lease: MediaLease) -> StoredMedia:
+        def write(target: Path) -> None:
+            with open(target, "wb") as file:
+                np.save(file, np.ascontiguousarray(array), allow_pickle=False)
+
+        path = self._hold(f"{digest}.npy", lease, write)
+        return StoredMedia(str(path), "array")
+
+    def release(self, lease: MediaLease) -> None:
+        """Drop the lease's holds; files no lease holds any more are deleted. Idempotent."""
+        with self._lock:
+            if lease.released:
+                return
+            lease.released = True
+            for key in lease.keys:
+                count = self._refs.get(key, 0) - 1
+                if count > 0:
+                    self._refs[key] = count
+                    continue
+                self._refs.pop(key, None)
+                try:
+                    (self.root / key).unlink()
+                except FileNotFoundError:
+                    pass
+
+    @property
+    def num_files(self) -> int:
+        with self._lock:
+            return len(self._refs)
+
+    def close(self) -> None:
+        self._finalizer()
+
+
+def reference_file(path: str | os.PathLike[str]) -> StoredMedia:
+    """A caller's own file, used in place (not copied, not counted)."""
+    return StoredMedia(str(Path(path).resolve()), "encoded")
