@@ -70,3 +70,17 @@ def test_pool_prepares_like_in_process_and_survives_bad_media_and_a_crash(omni) 
     finally:
         pool.shutdown()
     assert np.isfinite(after.features.numpy()).all()
+
+
+def test_pool_hands_tensors_over_in_the_towers_dtype(omni) -> None:
+    """Cast where they are made (the towers cast first thing anyway): same values, half the bytes in bf16."""
+    path, mm = omni
+    (plan,) = plans(mm, {"image": png_bytes(image(60, 90, 6))})
+    pool = PreprocessPool(str(path), num_processes=1, transfer_dtype=torch.bfloat16)
+    try:
+        pool.warm_up()
+        got = pool.submit(plan).result(timeout=120)
+    finally:
+        pool.shutdown()
+    expected = MediaPreparer.from_checkpoint(path).prepare(plan).pixel_values.to(torch.bfloat16)
+    assert got.pixel_values.dtype == torch.bfloat16 and torch.equal(got.pixel_values, expected)

@@ -65,7 +65,11 @@ class SideStreamEncoder:
         self.embedding_view = embedding_view  # [num_pages, rows_per_page, H] view of the pool
         self.device = embedding_view.device
         self.stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None  # low priority
-        self._preprocess = PreprocessPool(model_path, num_preprocess_processes) if self.stream else None
+        self._preprocess = (
+            PreprocessPool(model_path, num_preprocess_processes, transfer_dtype=embedding_view.dtype)
+            if self.stream
+            else None
+        )
         if self._preprocess is not None:
             self._preprocess.warm_up()
         self._preparer = None if self.stream else MediaPreparer.from_checkpoint(model_path)
