@@ -92,7 +92,12 @@ class Harness:
     """EngineCore + the multimodal input processor, driven step by step with timestamps."""
 
     def __init__(
-        self, path: str, device: str, num_kv_blocks: int, max_num_seqs: int, encoder_mode: str,
+        self,
+        path: str,
+        device: str,
+        num_kv_blocks: int,
+        max_num_seqs: int,
+        encoder_mode: str,
         mixed_step_token_budget: int = -1,
     ) -> None:
         from omniserve.config import EngineConfig
@@ -119,7 +124,8 @@ class Harness:
         tokenizer = load_tokenizer(path)
         self.inputs = InputProcessor(tokenizer, self.engine.info, build_multimodal_processor(path, tokenizer))
         self.ids = 0
-        self.step_log: list[tuple[float, int, int, int]] = []  # (seconds, running, tokens, encoder jobs)
+        # (seconds, running, tokens, encoder jobs, side-stream encoder state after the step)
+        self.step_log: list[tuple[float, int, int, int, str]] = []
         schedule = self.engine.scheduler.schedule
 
         def observed_schedule():  # keep the step's SchedulerOutput for the log
@@ -147,6 +153,13 @@ class Harness:
         params = SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True)
         return self.inputs.process(f"r{self.ids}", prompt, params)[0]
 
+    def _encoder_state(self) -> str:
+        """Side-stream encoder, after the step: jobs preparing / launching in the thread / on the GPU."""
+        encoders = self.engine.encoders
+        if encoders is None or not hasattr(encoders, "_preparing"):
+            return ""
+        return f"prep {len(encoders._preparing)} thread {encoders._in_thread} gpu {len(encoders._launched)}"
+
     def step(self) -> tuple[float, list]:
         start = time.perf_counter()
         scheduler = self.engine.scheduler
@@ -154,7 +167,13 @@ class Harness:
         now = time.perf_counter()  # the host work of the next step overlaps the GPU as in the server loop
         last = self._last_output
         self.step_log.append(
-            (now - start, len(scheduler.running), last.total_num_scheduled_tokens, len(last.encoder_jobs))
+            (
+                now - start,
+                len(scheduler.running),
+                last.total_num_scheduled_tokens,
+                len(last.encoder_jobs),
+                self._encoder_state(),
+            )
         )
         return now, outputs
 
@@ -248,12 +267,21 @@ def main() -> None:
     run_latency(harness, 16, 8, 16)
     harness.step_log.clear()
     latency = run_latency(harness, 16, 8, args.latency_steps)
-    slowest = sorted(harness.step_log, reverse=True)[:5]
+    slowest = sorted(harness.step_log, reverse=True)[:8]
     print(
-        "slowest steps (ms, running, scheduled tokens, encoder jobs):",
-        [(round(1e3 * s, 1), r, t, j) for s, r, t, j in slowest],
+        "slowest steps (ms, running, scheduled tokens, encoder jobs, encoder state):",
+        [(round(1e3 * s, 1), r, t, j, e) for s, r, t, j, e in slowest],
         flush=True,
     )
+    busy = [1e3 * s for s, *_, e in harness.step_log if "thread 0 " not in e and e]
+    quiet = [1e3 * s for s, *_, e in harness.step_log if "thread 0 " in e or not e]
+    if busy:
+        print(
+            f"steps while the launch thread is busy: {len(busy)}, mean {np.mean(busy):.2f} ms, "
+            f"max {max(busy):.1f}; others: {len(quiet)}, mean {np.mean(quiet):.2f} ms",
+            flush=True,
+        )
+
     report = {
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "shapes": args.shapes,
