@@ -264,7 +264,7 @@ def main() -> None:
     one = run_batch(harness, [media_prompt(100)], args.max_tokens)
     run_batch(harness, [media_prompt(300 + i) for i in range(args.concurrency)], 8)
     many = run_batch(harness, [media_prompt(200 + i) for i in range(args.concurrency)], args.max_tokens)
-    run_latency(harness, 16, 8, 16)
+    run_latency(harness, 16, 8, args.latency_steps)  # as long as the measured run: every step shape seen
     harness.step_log.clear()
     latency = run_latency(harness, 16, 8, args.latency_steps)
     slowest = sorted(harness.step_log, reverse=True)[:8]
