@@ -4,6 +4,7 @@
 | --- | --- | --- |
 | OMNISERVE_CACHE_DIR | cache of the built-in demo checkpoint and uploads | ~/.cache/omniserve |
 | OMNISERVE_LOG_LEVEL | logging level of the `omniserve` logger | INFO |
+| OMNISERVE_MEDIA_DIR | parent folder of the frontend's media store (sources encoders read) | temp dir |
 | OMNISERVE_SKINNY_GEMM | 0: cuBLAS for every projection (no Triton GEMM for decode-sized batches) | 1 |
 | OMNISERVE_PDL | 0: no programmatic dependent launch for decode-sized Triton launches (kernels/pdl.py) | 1 |
 | TRITON_INTERPRET | read by Triton itself: 1 runs kernels in the numpy interpreter (CPU tests) | unset |
@@ -22,6 +23,10 @@ def cache_dir() -> Path:
         return Path(explicit).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "omniserve"
+
+
+def media_dir() -> str | None:
+    return os.environ.get("OMNISERVE_MEDIA_DIR") or None
 
 
 def log_level() -> str:

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from omniserve import envs
 from omniserve.multimodal import StoredMedia
 
 
@@ -40,7 +41,7 @@ class MediaLease:
 
 class MediaStore:
     def __init__(self, parent: str | Path | None = None) -> None:
-        parent = parent or os.environ.get("OMNISERVE_MEDIA_DIR") or tempfile.gettempdir()
+        parent = parent or envs.media_dir() or tempfile.gettempdir()
         Path(parent).mkdir(parents=True, exist_ok=True)
         self.root = Path(tempfile.mkdtemp(prefix="omniserve-media-", dir=parent))
         self._lock = threading.Lock()
