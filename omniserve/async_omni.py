@@ -230,6 +230,8 @@ class AsyncOmni:
         self._closing = True
         self.engine.shutdown()
         self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._media_store is not None:
+            self._media_store.close()  # its folder goes too (also at exit, for an engine never shut down)
 
     # ----- internals ----------------------------------------------------------------------------------------
     def _bind_loop(self) -> asyncio.AbstractEventLoop:

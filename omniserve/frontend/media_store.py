@@ -11,8 +11,9 @@ encodes the item (encoder worker, side-stream preprocessor, in-process engine) r
 Files are keyed by a content hash, so equal sources share one file. A `MediaLease` counts the files one
 prompt holds; `release` (when its requests finished, failed or were aborted) deletes a file once no lease
 holds it. A job still reading a released file can only belong to a request that is gone (its result is
-dropped), so early deletion never hurts a live request. The folder is removed when the store is
-(`OMNISERVE_MEDIA_DIR` sets its parent; default: the system temp dir).
+dropped), so early deletion never hurts a live request. The folder (named with the owner's pid) is removed
+when the store is, or, if its process was killed, by the next store that starts (`OMNISERVE_MEDIA_DIR`
+sets its parent; default: the system temp dir).
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ import numpy as np
 from omniserve import envs
 from omniserve.multimodal import StoredMedia
 
+_PREFIX = "omniserve-media-"
+
 
 @dataclass
 class MediaLease:
@@ -43,7 +46,8 @@ class MediaStore:
     def __init__(self, parent: str | Path | None = None) -> None:
         parent = parent or envs.media_dir() or tempfile.gettempdir()
         Path(parent).mkdir(parents=True, exist_ok=True)
-        self.root = Path(tempfile.mkdtemp(prefix="omniserve-media-", dir=parent))
+        _sweep_orphans(Path(parent))
+        self.root = Path(tempfile.mkdtemp(prefix=f"{_PREFIX}{os.getpid()}-", dir=parent))
         self._lock = threading.Lock()
         self._refs: dict[str, int] = {}  # key -> leases holding it
         self._finalizer = weakref.finalize(self, shutil.rmtree, self.root, ignore_errors=True)
@@ -96,6 +100,21 @@ class MediaStore:
 
     def close(self) -> None:
         self._finalizer()
+
+
+def _sweep_orphans(parent: Path) -> None:
+    """Remove the folders of stores whose process is gone (killed before its exit hooks ran: a server
+    stopped by SIGTERM exits through the signal)."""
+    for folder in parent.glob(f"{_PREFIX}*-*"):
+        pid = folder.name.removeprefix(_PREFIX).split("-", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except PermissionError:  # alive, another user's
+            pass
 
 
 def reference_file(path: str | os.PathLike[str]) -> StoredMedia:

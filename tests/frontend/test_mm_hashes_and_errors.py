@@ -4,6 +4,7 @@ ValueError naming the item, MediaLimits, and the wiring into InputProcessor."""
 from __future__ import annotations
 
 import base64
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -341,3 +342,20 @@ def test_factory_detects_the_family(omni_dir: Path, vl_dir: Path, omni_mm, vl_mm
         omni_mm.family.mrope.position_id_per_seconds == 25 and vl_mm.family.mrope.position_id_per_seconds == 2
     )
     assert build_multimodal_processor(omni_dir / "missing", omni_mm.tokenizer) is None
+
+
+def test_a_new_store_removes_the_folders_of_dead_processes(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    from omniserve.frontend.media_store import MediaStore
+
+    code = "import os; from omniserve.frontend.media_store import MediaStore as S; store = S(); os._exit(0)"
+    subprocess.run(
+        [sys.executable, "-c", code], env={**os.environ, "OMNISERVE_MEDIA_DIR": str(tmp_path)}, check=True
+    )
+    (orphan,) = list(tmp_path.iterdir())  # exited without its exit hooks
+    live = MediaStore(tmp_path)
+    assert not orphan.exists() and list(tmp_path.iterdir()) == [live.root]
+    live.close()
+    assert list(tmp_path.iterdir()) == []
