@@ -112,16 +112,10 @@ def sse(payload: dict[str, Any] | str) -> bytes:
 
 
 def error_event(error: Exception) -> bytes:
-    status, code, kind = (
-        (503, "engine_dead", "server_error")
-        if isinstance(error, EngineDeadError)
-        else (
-            500,
-            None,
-            "server_error",
-        )
-    )
-    if isinstance(error, RequestFailedError) and error.invalid_input:
+    status, code, kind = 500, None, "server_error"
+    if isinstance(error, EngineDeadError):
+        status, code = 503, "engine_dead"
+    elif isinstance(error, RequestFailedError) and error.invalid_input:
         status, code, kind = 400, "invalid_media", "invalid_request_error"
     return sse(
         {

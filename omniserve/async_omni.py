@@ -150,7 +150,6 @@ class AsyncOmni:
         self._queues: dict[str, asyncio.Queue] = {}  # engine request id -> queue of the stream it feeds
         self._media_store = mm.store if mm is not None else None
         self._leases: dict[str, MediaLease] = {}  # engine request id -> its prompt's stored media
-        self._lease_users: dict[int, int] = {}  # id(lease) -> engine requests holding it
         self._stats_waiters: dict[int, asyncio.Future[EngineStats]] = {}
         self._query_ids = itertools.count()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -189,7 +188,7 @@ class AsyncOmni:
             self._check_alive()
             raise ValueError(f"request id {in_use[0]!r} is already in use")
         if processed.media_lease is not None:  # the store's files live until every sample is done
-            self._lease_users[id(processed.media_lease)] = len(requests)
+            processed.media_lease.users = len(requests)
             for request in requests:
                 self._leases[request.request_id] = processed.media_lease
         queue: asyncio.Queue[StreamDelta | Exception] = asyncio.Queue()
@@ -279,11 +278,7 @@ class AsyncOmni:
             self._queues.pop(request_id, None)
             lease = self._leases.pop(request_id, None)
             if lease is not None:
-                users = self._lease_users.pop(id(lease)) - 1
-                if users:
-                    self._lease_users[id(lease)] = users
-                else:
-                    self._media_store.release(lease)
+                self._media_store.release(lease)
 
     def _read_events(self) -> None:
         """Reader thread: hand every engine event to the event loop, in order."""

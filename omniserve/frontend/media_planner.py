@@ -69,6 +69,15 @@ def _is_array(value: Any) -> bool:
     return isinstance(value, np.ndarray) or type(value).__name__ == "Tensor"
 
 
+def _resolved(source: Any, name: str) -> Any:
+    """Encoded media (bytes, data URL, path) -> its bytes or its file path (str), resolved once for hashing,
+    probing and storing (a data URL is base64-decoded once); arrays and PIL images are returned as given."""
+    if _is_array(source) or isinstance(source, (Image.Image, tuple)):
+        return source
+    resolved = resolve_source(source, item=name)
+    return resolved.data if resolved.data is not None else str(resolved.path)
+
+
 def _as_numpy(value: Any) -> np.ndarray:
     return value.detach().cpu().numpy() if type(value).__name__ == "Tensor" else np.asarray(value)
 
@@ -94,18 +103,15 @@ class MediaPlanner:
     def _fingerprint(self, *parts: Any) -> str:
         return repr((self.family.model_type, *parts))
 
-    def _store_encoded(
-        self, source: Any, digest: bytes, role: str, lease: MediaLease, name: str
-    ) -> StoredMedia:
-        resolved = resolve_source(source, item=name)
-        if resolved.path is not None:
-            return reference_file(resolved.path)
-        assert resolved.data is not None
-        return self.store.put_bytes(resolved.data, f"{digest.hex()}-{role}", lease)
+    def _store_encoded(self, source: bytes | str, digest: bytes, role: str, lease: MediaLease) -> StoredMedia:
+        """A resolved source (`_resolved`) -> its stored form: bytes written once, a path used in place."""
+        if isinstance(source, str):
+            return reference_file(source)
+        return self.store.put_bytes(source, f"{digest.hex()}-{role}", lease)
 
     # ----- image -----------------------------------------------------------------------------------------
     def _image(self, media: MediaInput, lease: MediaLease) -> PlannedMedia:
-        source, name = media.source, media.name
+        source, name = _resolved(media.source, media.name), media.name
         max_pixels = self.limits.max_image_pixels
         digest = content_hash("image", [source], self._fingerprint(self.image_config), item=name)
         if _is_array(source) or isinstance(source, Image.Image):
@@ -124,7 +130,7 @@ class MediaPlanner:
             stored = self.store.put_array(array, f"{digest.hex()}-image", lease)
         else:
             height, width = probe_image(source, max_pixels=max_pixels, item=name)
-            stored = self._store_encoded(source, digest, "image", lease, name)
+            stored = self._store_encoded(source, digest, "image", lease)
         grid = image_grid_thw(height, width, self.image_config)
         num_tokens = math.prod(grid) // self.image_config.merge_size**2
         plan = MediaPlan("image", stored, name, num_tokens, grid_thw=grid, max_image_pixels=max_pixels)
@@ -190,7 +196,7 @@ class MediaPlanner:
             raise MediaError(
                 "an audio track was given but mm_processor_kwargs.use_audio_in_video is off", item=name
             )
-        source = _as_numpy(media.source) if _is_array(media.source) else media.source
+        source = _as_numpy(media.source) if _is_array(media.source) else _resolved(media.source, name)
         if use_audio and media.audio is None and _is_array(source):
             raise MediaError(
                 "use_audio_in_video needs the audio track of a frames array: pass "
@@ -218,7 +224,7 @@ class MediaPlanner:
                 track_options = VideoOptions(max_seconds=self.limits.max_audio_seconds)
                 waveform = load_video_audio_track(source, track_options, item=name)
         fingerprint = self._fingerprint(config, options.fps, use_audio, self.audio_config)
-        sources = [media.source] if media.audio is None else [media.source, media.audio]
+        sources = [source] if media.audio is None else [source, media.audio]
         if (
             waveform is not None
             and waveform.shape[0] > self.limits.max_audio_seconds * self.audio_config.sampling_rate
@@ -231,7 +237,7 @@ class MediaPlanner:
         if isinstance(source, np.ndarray):
             stored = self.store.put_array(source, f"{digest.hex()}-video", lease)
         else:
-            stored = self._store_encoded(source, digest, "video", lease, name)
+            stored = self._store_encoded(source, digest, "video", lease)
         if waveform is None:
             plan = MediaPlan("video", stored, name, video_tokens, grid_thw=grid, video_options=video_options)
             return PlannedMedia("video", plan, video_tokens, digest, grid, seconds_per_grid)

@@ -36,10 +36,11 @@ _PREFIX = "omniserve-media-"
 
 @dataclass
 class MediaLease:
-    """The store files one prompt holds (released together)."""
+    """The store files one prompt holds, released together once each of its `users` (the prompt's engine
+    requests, e.g. n samples) has released it."""
 
     keys: list[str] = field(default_factory=list)
-    released: bool = False
+    users: int = 1
 
 
 class MediaStore:
@@ -77,11 +78,14 @@ class MediaStore:
         return StoredMedia(str(path), "array")
 
     def release(self, lease: MediaLease) -> None:
-        """Drop the lease's holds; files no lease holds any more are deleted. Idempotent."""
+        """One user is done with the lease; after the last, files no lease holds any more are deleted.
+        Releasing a lease with no users left does nothing."""
         with self._lock:
-            if lease.released:
+            if lease.users <= 0:
                 return
-            lease.released = True
+            lease.users -= 1
+            if lease.users:
+                return
             for key in lease.keys:
                 count = self._refs.get(key, 0) - 1
                 if count > 0:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
@@ -64,8 +65,6 @@ def _init(model_path: str, num_threads: int, dtype_name: str | None) -> None:
 
 
 def _pid() -> int:
-    import os
-
     return os.getpid()
 
 
