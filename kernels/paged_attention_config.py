@@ -10,8 +10,9 @@ from dataclasses import dataclass
 import torch
 import triton
 
-MAX_SPLITS = 64
+MAX_SPLITS = 128
 MIN_TILES_PER_SPLIT = 4
+SPLIT_PROGRAMS_PER_SM = 4  # split-K aims for this many programs per SM (64-key tiles: three fit at once)
 
 
 @dataclass(frozen=True)
@@ -41,9 +42,11 @@ def pick_config(
         block_m = max(16, group_rows)
         if not on_gpu:
             return AttentionConfig(block_m, 1, 32, 4, 1)
-        # 128-key tiles (one 128 KB program per SM) stream best until the grid has several programs
-        # per SM; then 64-key tiles (three per SM) balance better
-        return AttentionConfig(block_m, 1, 64 if wide_rows or decode_programs_per_sm >= 4 else 128, 4, 2)
+        # 128-key tiles stream best on a grid of one to a few programs per SM; 64-key tiles balance better
+        # on bigger grids, and on small ones that split-K spreads to SPLIT_PROGRAMS_PER_SM per SM (H200,
+        # benchmarks/profile_decode_attention.py: 1x32768 26.9 -> 26.2 us, 16x4096 41.6 -> 40.9 us)
+        narrow = wide_rows or decode_programs_per_sm >= 4 or decode_programs_per_sm < 1
+        return AttentionConfig(block_m, 1, 64 if narrow else 128, 4, 2)
     rows = max(16, min(128, triton.next_power_of_2(max_query_len * queries_per_kv)))
     block_m = max(rows, group_rows)
     block_q = block_m // queries_per_kv
@@ -67,8 +70,10 @@ def num_sms(device: torch.device) -> int:
 
 
 def pick_num_splits(num_programs: int, max_seq_len: int, block_n: int, num_sms: int) -> int:
-    """Split the context only when the grid would leave SMs idle; aim for two programs per SM."""
+    """Split the context only when the grid would leave SMs idle; aim for SPLIT_PROGRAMS_PER_SM programs per
+    SM, each with at least MIN_TILES_PER_SPLIT KV tiles of the longest context."""
     kv_tiles = triton.cdiv(max_seq_len, block_n)
     if num_programs >= num_sms or kv_tiles < 2 * MIN_TILES_PER_SPLIT:
         return 1
-    return max(1, min(triton.cdiv(2 * num_sms, num_programs), kv_tiles // MIN_TILES_PER_SPLIT, MAX_SPLITS))
+    wanted = triton.cdiv(SPLIT_PROGRAMS_PER_SM * num_sms, num_programs)
+    return max(1, min(wanted, kv_tiles // MIN_TILES_PER_SPLIT, MAX_SPLITS))

@@ -31,8 +31,8 @@ Grid (computed from host-known sizes only, nothing read back from the device):
 For callers:
 - `max_query_len` / `max_seq_len` need only be upper bounds (a CUDA graph captured with the model's
   context length replays for any shorter one); they fix the grid, the tile config and the split count.
-- Split-K is chosen on the host when the grid has fewer programs than SMs: splits = enough for two
-  programs per SM, at most 64, at least 4 KV tiles each of the longest context (`max_seq_len`). Its
+- Split-K is chosen on the host when the grid has fewer programs than SMs: splits = enough for four
+  programs per SM, at most 128, at least 4 KV tiles each of the longest context (`max_seq_len`). Its
   scratch is a per-device fp32 buffer that grows and is never freed (run each captured shape once before
   capture, as for Triton compilation).
 - Constraints: Hq a multiple of Hkv; q, k and v of one dtype (fp16, bf16; fp32 for tests); any head_dim
