@@ -10,9 +10,9 @@ from dataclasses import dataclass
 import torch
 import triton
 
-MAX_SPLITS = 128
+MAX_SPLITS = 64
 MIN_TILES_PER_SPLIT = 4
-SPLIT_PROGRAMS_PER_SM = 4  # split-K aims for this many programs per SM (64-key tiles: three fit at once)
+SPLIT_PROGRAMS_PER_SM = 2  # split-K aims for this many programs per SM
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,9 @@ class AttentionConfig:
     block_n: int  # keys per KV tile
     num_warps: int
     num_stages: int
+    # read each KV tile's page ids one iteration ahead, so that num_stages > 2 keeps several tiles in
+    # flight (see `_attend_tiles`); best for programs that stream many tiles
+    pages_ahead: bool = False
 
 
 def pick_config(
@@ -35,25 +38,29 @@ def pick_config(
     on_gpu: bool,
 ) -> AttentionConfig:
     """Tile shapes measured best on an H200 (benchmarks/bench_kernels.py --sweep, Hq 28 / Hkv 4, D 128,
-    bf16); wider rows (fp32, D > 128) get narrower KV tiles to stay within shared memory."""
+    bf16; benchmarks/results/kernels_sweep.md); wider rows (fp32, D > 128) get narrower KV tiles to stay
+    within shared memory."""
     group_rows = triton.next_power_of_2(queries_per_kv)
     wide_rows = head_dim_pad * element_size > 256  # bytes per key row above bf16 x 128
     if max_query_len == 1:  # pure decode: one token per tile, the head group padded to 16 rows
         block_m = max(16, group_rows)
         if not on_gpu:
             return AttentionConfig(block_m, 1, 32, 4, 1)
-        # 128-key tiles stream best on a grid of one to a few programs per SM; 64-key tiles balance better
-        # on bigger grids, and on small ones that split-K spreads to SPLIT_PROGRAMS_PER_SM per SM (H200,
-        # benchmarks/profile_decode_attention.py: 1x32768 26.9 -> 26.2 us, 16x4096 41.6 -> 40.9 us)
-        narrow = wide_rows or decode_programs_per_sm >= 4 or decode_programs_per_sm < 1
-        return AttentionConfig(block_m, 1, 64 if narrow else 128, 4, 2)
+        if decode_programs_per_sm < 1 and not wide_rows:
+            # split-K (fewer programs than SMs): each program streams a long run of tiles, two in flight
+            return AttentionConfig(block_m, 1, 64, 4, 3, pages_ahead=True)
+        # 128-key tiles stream best until the grid has several programs per SM; then 64-key tiles (three
+        # per SM) balance better
+        return AttentionConfig(block_m, 1, 64 if wide_rows or decode_programs_per_sm >= 4 else 128, 4, 2)
     rows = max(16, min(128, triton.next_power_of_2(max_query_len * queries_per_kv)))
     block_m = max(rows, group_rows)
     block_q = block_m // queries_per_kv
     if not on_gpu:
         return AttentionConfig(block_m, block_q, 32, 4, 1)
     if block_m >= 128:
-        return AttentionConfig(block_m, block_q, 32 if wide_rows else 128, 8, 2)
+        if wide_rows:
+            return AttentionConfig(block_m, block_q, 32, 8, 2)
+        return AttentionConfig(block_m, block_q, 64, 8, 3, pages_ahead=True)
     return AttentionConfig(block_m, block_q, 32 if wide_rows else 64, 4, 3)
 
 

@@ -31,8 +31,8 @@ Grid (computed from host-known sizes only, nothing read back from the device):
 For callers:
 - `max_query_len` / `max_seq_len` need only be upper bounds (a CUDA graph captured with the model's
   context length replays for any shorter one); they fix the grid, the tile config and the split count.
-- Split-K is chosen on the host when the grid has fewer programs than SMs: splits = enough for four
-  programs per SM, at most 128, at least 4 KV tiles each of the longest context (`max_seq_len`). Its
+- Split-K is chosen on the host when the grid has fewer programs than SMs: splits = enough for two
+  programs per SM, at most 64, at least 4 KV tiles each of the longest context (`max_seq_len`). Its
   scratch is a per-device fp32 buffer that grows and is never freed (run each captured shape once before
   capture, as for Triton compilation).
 - Constraints: Hq a multiple of Hkv; q, k and v of one dtype (fp16, bf16; fp32 for tests); any head_dim
@@ -57,31 +57,52 @@ ALL_QUERIES, DECODES_ONLY, PREFILLS_ONLY = 0, 1, 2  # `query_filter` of a launch
 
 
 @triton.jit
+def _tile_pages(
+    block_table_row, tile, kv_end, stride_bt_block,
+    BLOCK_N: tl.constexpr, BLOCK_SIZE: tl.constexpr, MASKED: tl.constexpr,
+):
+    """Page of each key of KV tile `tile` ([BLOCK_N] int32). MASKED: 0 for keys at or past kv_end (else
+    the tile must lie wholly before kv_end)."""
+    keys = tile * BLOCK_N + tl.arange(0, BLOCK_N)
+    if MASKED:
+        return tl.load(block_table_row + (keys // BLOCK_SIZE) * stride_bt_block, mask=keys < kv_end, other=0)
+    return tl.load(block_table_row + (keys // BLOCK_SIZE) * stride_bt_block)
+
+
+@triton.jit
 def _attend_tiles(
     acc, l_i, m_i, q, q_pos, k_base, v_base, block_table_row, tile_lo, tile_hi, kv_end,
     stride_k_page, stride_k_slot, stride_k_dim, stride_v_page, stride_v_slot, stride_v_dim,
     stride_bt_block, scale_log2,
     HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_SIZE: tl.constexpr,
-    CAUSAL: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    CAUSAL: tl.constexpr, DOT_PRECISION: tl.constexpr, PAGES_AHEAD: tl.constexpr,
 ):
     """Online softmax over KV tiles [tile_lo, tile_hi). CAUSAL=False only for tiles whose keys all lie
-    at or before every row's query position (no key or causal mask needed)."""
+    at or before every row's query position (no key or causal mask needed).
+
+    PAGES_AHEAD: each tile's page ids are read one iteration ahead and carried into the next. K/V
+    addresses then depend on no load of their own iteration, and Triton's pipeliner keeps
+    `num_stages - 1` tiles in flight. Read in the same iteration (PAGES_AHEAD=False), the indirect load
+    limits it to one tile whatever num_stages says: the next tile is fetched only after this one was
+    consumed (seen in the TTGIR compiled for sm_90). Deep pipelining pays for programs that stream many
+    tiles (prefill tiles, split-K decodes); big decode grids hide latency across programs and run
+    faster without the carried ids (benchmarks/results/kernels_sweep.md)."""
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, HEAD_DIM_PAD)
     dim_valid = offs_d < HEAD_DIM
+    pages = _tile_pages(block_table_row, tile_lo, kv_end, stride_bt_block, BLOCK_N, BLOCK_SIZE, True)
     for tile in range(tile_lo, tile_hi):
         keys = tile * BLOCK_N + offs_n  # [N] absolute key positions
         key_valid = keys < kv_end
-        if CAUSAL:
-            pages = tl.load(block_table_row + (keys // BLOCK_SIZE) * stride_bt_block, mask=key_valid, other=0)
-        else:
-            pages = tl.load(block_table_row + (keys // BLOCK_SIZE) * stride_bt_block)
-        pages = pages.to(tl.int64)
+        if not PAGES_AHEAD:
+            pages = _tile_pages(block_table_row, tile, kv_end, stride_bt_block, BLOCK_N, BLOCK_SIZE, CAUSAL)
         slots = keys % BLOCK_SIZE
-        k_ptrs = (k_base + pages[:, None] * stride_k_page + slots[:, None] * stride_k_slot
+        k_ptrs = (k_base + pages.to(tl.int64)[:, None] * stride_k_page + slots[:, None] * stride_k_slot
                   + offs_d[None, :] * stride_k_dim)  # [N, Dp]
-        v_ptrs = (v_base + pages[:, None] * stride_v_page + slots[:, None] * stride_v_slot
+        v_ptrs = (v_base + pages.to(tl.int64)[:, None] * stride_v_page + slots[:, None] * stride_v_slot
                   + offs_d[None, :] * stride_v_dim)
+        if PAGES_AHEAD:
+            pages = _tile_pages(block_table_row, tile + 1, kv_end, stride_bt_block, BLOCK_N, BLOCK_SIZE, True)
         if CAUSAL:
             kv_mask = key_valid[:, None] & dim_valid[None, :]
             k = tl.load(k_ptrs, mask=kv_mask, other=0.0)
@@ -124,7 +145,7 @@ def _paged_attention_kernel(
     NUM_KV_HEADS: tl.constexpr, QUERIES_PER_KV: tl.constexpr, HEAD_DIM: tl.constexpr,
     HEAD_DIM_PAD: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     BLOCK_SIZE: tl.constexpr, DIRECT_GRID: tl.constexpr, SPLIT_K: tl.constexpr,
-    QUERY_FILTER: tl.constexpr, DOT_PRECISION: tl.constexpr, USE_PDL: tl.constexpr,
+    QUERY_FILTER: tl.constexpr, DOT_PRECISION: tl.constexpr, USE_PDL: tl.constexpr, PAGES_AHEAD: tl.constexpr,
 ):
     if USE_PDL:  # kernels/pdl.py: q, the caches, out and the scratch are free past this line
         gdc_wait()
@@ -207,11 +228,13 @@ def _paged_attention_kernel(
         acc, l_i, m_i, q, q_pos, k_base, v_base, block_table_row, tile_lo, tile_mid, kv_end,
         stride_k_page, stride_k_slot, stride_k_dim, stride_v_page, stride_v_slot, stride_v_dim,
         stride_bt_block, scale_log2, HEAD_DIM, HEAD_DIM_PAD, BLOCK_N, BLOCK_SIZE, False, DOT_PRECISION,
+        PAGES_AHEAD,
     )
     acc, l_i, m_i = _attend_tiles(
         acc, l_i, m_i, q, q_pos, k_base, v_base, block_table_row, tile_mid, tile_hi, kv_end,
         stride_k_page, stride_k_slot, stride_k_dim, stride_v_page, stride_v_slot, stride_v_dim,
         stride_bt_block, scale_log2, HEAD_DIM, HEAD_DIM_PAD, BLOCK_N, BLOCK_SIZE, True, DOT_PRECISION,
+        PAGES_AHEAD,
     )
     if USE_PDL:  # the main work is done: let the next kernel's programs be scheduled now
         gdc_launch_dependents()
@@ -322,6 +345,7 @@ def paged_attention_launch(
         HEAD_DIM_PAD=head_dim_pad, BLOCK_Q=block_q, BLOCK_M=config.block_m, BLOCK_N=config.block_n,
         BLOCK_SIZE=block_size, DIRECT_GRID=direct_grid, SPLIT_K=split_k, QUERY_FILTER=query_filter,
         DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32", USE_PDL=use_pdl,
+        PAGES_AHEAD=config.pages_ahead,
         num_warps=config.num_warps, num_stages=config.num_stages, launch_pdl=use_pdl,
     )
     if split_k:
