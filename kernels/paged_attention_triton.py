@@ -13,8 +13,10 @@ tokens times the QUERIES_PER_KV query heads that share the KV head into the M ro
 
 so each K/V tile is loaded once for all heads of its group. The program walks KV tiles of BLOCK_N keys;
 each key's page is read from the block table inside the loop (page = block_table[n // block_size]), so
-any block size works and pages need not be contiguous. Tiles wholly at or below the tile's first query
-position run without masks; the rest apply the causal mask `key <= query position`.
+any block size works and pages need not be contiguous. Programs that stream many tiles (prefill tiles, split-K
+decodes) read the page ids one tile ahead (`AttentionConfig.pages_ahead`), which lets Triton keep several
+K/V tiles in flight. Tiles wholly at or below the tile's first query position run without masks; the rest
+apply the causal mask `key <= query position`.
 
 Grid (computed from host-known sizes only, nothing read back from the device):
     axis 0: query tiles x Hkv, heaviest (last) tiles first; tiles past a sequence's q_len exit at once.
@@ -90,7 +92,7 @@ def _attend_tiles(
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, HEAD_DIM_PAD)
     dim_valid = offs_d < HEAD_DIM
-    pages = _tile_pages(block_table_row, tile_lo, kv_end, stride_bt_block, BLOCK_N, BLOCK_SIZE, True)
+    pages = _tile_pages(block_table_row, tile_lo, kv_end, stride_bt_block, BLOCK_N, BLOCK_SIZE, True)  # [N]
     for tile in range(tile_lo, tile_hi):
         keys = tile * BLOCK_N + offs_n  # [N] absolute key positions
         key_valid = keys < kv_end

@@ -154,6 +154,27 @@ def test_split_decision_only_for_idle_sms() -> None:
     assert 1 < pick(num_programs=64, max_seq_len=4096, block_n=64, num_sms=132) <= 16
 
 
+def test_gpu_tile_choices() -> None:
+    """The H200-measured choices (benchmarks/results/kernels_sweep.md): page ids one tile ahead with three
+    stages for programs that stream many tiles (prefill tiles of 128 rows, split-K decodes), in-iteration
+    ids for big decode grids and short chunks; fp32 / wide rows keep narrow tiles and two stages."""
+    pick = triton_attention.pick_config
+    bf16, fp32 = 2, 4
+    prefill = pick(4096, 7, 128, bf16, 0.0, on_gpu=True)
+    assert (prefill.block_m, prefill.block_q, prefill.block_n, prefill.num_stages) == (128, 18, 64, 3)
+    assert prefill.pages_ahead
+    split_decode = pick(1, 7, 128, bf16, decode_programs_per_sm=4 / 132, on_gpu=True)
+    assert (split_decode.block_n, split_decode.num_stages, split_decode.pages_ahead) == (64, 3, True)
+    for programs_per_sm, block_n in ((256 / 132, 128), (1024 / 132, 64)):
+        big_decode = pick(1, 7, 128, bf16, programs_per_sm, on_gpu=True)
+        assert (big_decode.block_n, big_decode.num_stages, big_decode.pages_ahead) == (block_n, 2, False)
+    assert not pick(9, 7, 128, bf16, 0.0, on_gpu=True).pages_ahead  # a short chunk: 64-row tiles
+    wide = pick(4096, 7, 128, fp32, 0.0, on_gpu=True)
+    assert (wide.block_n, wide.num_stages, wide.pages_ahead) == (32, 2, False)
+    assert not pick(1, 7, 128, fp32, 4 / 132, on_gpu=True).pages_ahead
+    assert not pick(4096, 7, 128, bf16, 0.0, on_gpu=False).pages_ahead  # the interpreter's own tiles
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
 def test_serving_shapes_on_gpu(dtype: torch.dtype) -> None:
