@@ -133,9 +133,8 @@ class PagedBatch:
         return 4.0 * self.batch * Q_HEADS * HEAD_DIM * self.seq_len * (self.seq_len + 1) / 2
 
 
-def graph_ms(fns: list, rounds: int = 10, replays: int = 10) -> float:
-    """Median GPU time per call of `fns` (one call per input copy, rotating so that the working set
-    exceeds the L2) replayed from one CUDA graph: no host launch overhead, as the engine's decode runs."""
+def capture_rotation(fns: list, rounds: int = 10) -> torch.cuda.CUDAGraph:
+    """One CUDA graph of `rounds` passes over `fns` (one call per input copy), replayed once."""
     for fn in fns:
         fn()  # compile, plan, allocate scratch before capture
     torch.cuda.synchronize()
@@ -145,6 +144,13 @@ def graph_ms(fns: list, rounds: int = 10, replays: int = 10) -> float:
             for fn in fns:
                 fn()
     graph.replay()
+    return graph
+
+
+def graph_ms(fns: list, rounds: int = 10, replays: int = 10) -> float:
+    """Median GPU time per call of `fns` (one call per input copy, rotating so that the working set
+    exceeds the L2) replayed from one CUDA graph: no host launch overhead, as the engine's decode runs."""
+    graph = capture_rotation(fns, rounds)
     times = []
     for _ in range(replays):
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)

@@ -16,22 +16,23 @@ import collections
 
 import torch
 import triton
-from bench_kernels import DTYPE, HEAD_DIM, KV_HEADS, ROTATE_BYTES, Config, PagedBatch, graph_ms
+from bench_kernels import (
+    DTYPE,
+    HEAD_DIM,
+    KV_HEADS,
+    ROTATE_BYTES,
+    Config,
+    PagedBatch,
+    capture_rotation,
+    graph_ms,
+)
 
 
 def kernel_times(fns: list, rounds: int = 10) -> dict[str, float]:
     """Mean us per call of each kernel of `fns` (one call per input copy) replayed from a CUDA graph."""
     from torch.profiler import ProfilerActivity, profile
 
-    for fn in fns:
-        fn()
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for _ in range(rounds):
-            for fn in fns:
-                fn()
-    graph.replay()
+    graph = capture_rotation(fns, rounds)
     torch.cuda.synchronize()
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         for _ in range(3):
