@@ -1,0 +1,103 @@
+"""Compile the paged attention kernel for sm_90 on any machine (no GPU needed) and report what it became.
+
+    python benchmarks/inspect_attention_compile.py [--dump DIR]
+
+For each config (decode and prefill tiles of the Qwen2.5-7B shapes: Hq 28 / Hkv 4, D 128, bf16, block 16):
+shared memory, registers and spills (Triton's bundled ptxas), programs per SM that those allow, K/V buffers
+and how many tile loads stay in flight (the `async_wait {num = N}` of the pipelined loops: 0 = the next
+tile is waited for at the top of every iteration). Arguments are specialised as the runtime JIT does (unit
+strides as constants, 16-byte divisibility), so the code matches what runs on the H200.
+This is how the indirect-load pipelining limit behind `AttentionConfig.pages_ahead` was found.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import os
+import re
+import subprocess
+import tempfile
+
+import triton
+from bench_kernels import attention
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+POINTERS = {"q_ptr": "*bf16", "k_cache_ptr": "*bf16", "v_cache_ptr": "*bf16", "out_ptr": "*bf16",
+            "partial_out_ptr": "*fp32", "partial_lse_ptr": "*fp32", "query_start_loc_ptr": "*i32",
+            "seq_lens_ptr": "*i32", "block_tables_ptr": "*i32"}
+# (label, AttentionConfig, split-K) as the engine launches them on the H200
+CASES = [
+    ("decode, big grid", attention.AttentionConfig(16, 1, 64, 4, 2), False),
+    ("decode, 1-4 programs per SM", attention.AttentionConfig(16, 1, 128, 4, 2), False),
+    ("decode, split-K", attention.AttentionConfig(16, 1, 64, 4, 3, True), True),
+    ("decode, split-K, ids in-iteration", attention.AttentionConfig(16, 1, 64, 4, 3), True),
+    ("prefill 128 rows", attention.AttentionConfig(128, 18, 64, 8, 3, True), False),
+    ("prefill 128 rows, ids in-iteration", attention.AttentionConfig(128, 18, 64, 8, 3), False),
+    ("short chunk 64 rows", attention.AttentionConfig(64, 9, 64, 4, 3), False),
+]
+
+
+def compile_case(config, split_k: bool):
+    kernel = attention._paged_attention_kernel
+    params = list(inspect.signature(kernel.fn).parameters)
+    constants = dict(NUM_KV_HEADS=4, QUERIES_PER_KV=7, HEAD_DIM=128, HEAD_DIM_PAD=128, BLOCK_Q=config.block_q,
+                     BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_SIZE=16, DIRECT_GRID=True,
+                     SPLIT_K=split_k, QUERY_FILTER=0, DOT_PRECISION="tf32", USE_PDL=False,
+                     PAGES_AHEAD=config.pages_ahead)
+    signature, specialised, attrs = {}, {}, {}
+    for index, name in enumerate(params):
+        if name in POINTERS:
+            signature[name] = POINTERS[name]
+            attrs[(index,)] = [["tt.divisibility", 16]]
+        elif name in constants or name.endswith("_dim") or name == "stride_bt_block":
+            signature[name] = "constexpr"
+            specialised[(index,)] = constants.get(name, 1)  # unit strides: constants, as the JIT makes them
+        elif name == "scale_log2":
+            signature[name] = "fp32"
+        else:
+            signature[name] = "i32"
+            if name.startswith("stride"):
+                attrs[(index,)] = [["tt.divisibility", 16]]
+    source = ASTSource(fn=kernel, signature=signature, constexprs=specialised, attrs=attrs)
+    options = dict(num_warps=config.num_warps, num_stages=config.num_stages)
+    return triton.compile(source, target=GPUTarget("cuda", 90, 32), options=options)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--dump", default=None, help="also write each case's TTGIR and PTX here")
+    args = parser.parse_args()
+    ptxas = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
+    lines = ["| case | config | shared KB | registers | spill stores B | programs/SM (regs, smem) | "
+             "tiles waited in flight |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for label, config, split_k in CASES:
+        compiled = compile_case(config, split_k)
+        ttgir, ptx = compiled.asm["ttgir"], compiled.asm["ptx"]
+        with tempfile.NamedTemporaryFile("w", suffix=".ptx") as f:
+            f.write(ptx)
+            f.flush()
+            report = subprocess.run([ptxas, "-v", "--gpu-name", "sm_90a", f.name, "-o", os.devnull],
+                                    capture_output=True, text=True).stderr
+        registers = int(re.findall(r"Used (\d+) registers", report)[-1])
+        spills = int(re.findall(r"(\d+) bytes spill stores", report)[-1])
+        shared = compiled.metadata.shared
+        threads = 32 * config.num_warps
+        by_regs, by_smem = 65536 // (registers * threads), (228 * 1024) // (shared + 1024)
+        in_flight = sorted({int(n) for n in re.findall(r"async_wait .*?\{num = (\d+)", ttgir)})
+        lines.append(f"| {label} | {config.block_m}x{config.block_n}, {config.num_warps} warps, "
+                     f"{config.num_stages} stages{', ids ahead' if config.pages_ahead else ''} | "
+                     f"{shared // 1024} | {registers} | {spills} | {by_regs}, {by_smem} | {in_flight} |")
+        if args.dump:
+            os.makedirs(args.dump, exist_ok=True)
+            stem = os.path.join(args.dump, re.sub(r"\W+", "_", label))
+            for ext, text in (("ttgir", ttgir), ("ptx", ptx)):
+                with open(f"{stem}.{ext}", "w") as out:
+                    out.write(text)
+        print(lines[-1], flush=True)
+    print("\n" + "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
