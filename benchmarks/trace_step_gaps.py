@@ -3,7 +3,7 @@
     python benchmarks/trace_step_gaps.py --batch 256 [--steps 20] [--trace-out trace.json]
 
 Same model and prompts as bench_decode.py (`qwen2.5-7b` shapes, dummy bf16, prompt 512). After the batch has
-prefilled, two measurements of decode steps (the engine's own loop, async scheduling as configured):
+prefilled, decode steps of the engine's own loop (async scheduling as configured) are measured three ways:
 
 1. Host phases, no profiler: each engine phase is timed by wrapping it (schedule, launch and its parts,
    waiting for the step in flight, update). With async scheduling the host is the bottleneck when the wait
@@ -11,6 +11,8 @@ prefilled, two measurements of decode steps (the engine's own loop, async schedu
 2. GPU timeline, torch profiler: every kernel / copy / memset interval; the idle gaps between them, summed by
    (kernel before -> kernel after), and for each gap whether the next launch was late (its launch call
    started after the gap began: the host was busy) and in which annotated host phase the gap began.
+3. Windows of steps without the profiler, before and after it: wall time per step and the GPU's own
+   step-to-step interval (a CUDA event after each launch); equal when the GPU is the bottleneck.
 Prints the tables; `--trace-out` also keeps the chrome trace.
 """
 
@@ -132,10 +134,7 @@ def gap_report(trace: dict, steps: int, min_gap_us: float = 3.0) -> list[str]:
     ]
     by_pair: dict[tuple[str, str], list[float]] = collections.defaultdict(lambda: [0.0, 0, 0.0])
     by_phase: dict[str, float] = collections.defaultdict(float)
-    busy = idle = 0.0
-    end = gpu[0]["ts"] + gpu[0]["dur"]
-    prev = gpu[0]
-    busy += gpu[0]["dur"]
+    end, prev = gpu[0]["ts"] + gpu[0]["dur"], gpu[0]
     for event in gpu[1:]:
         gap = event["ts"] - end
         if gap > min_gap_us:
@@ -147,8 +146,6 @@ def gap_report(trace: dict, steps: int, min_gap_us: float = 3.0) -> list[str]:
             entry[1] += 1
             entry[2] += gap if late else 0.0
             by_phase[host_phase_at(annotations, end) if late else "launched in time (device-side)"] += gap
-            idle += gap
-        busy += max(0.0, event["ts"] + event["dur"] - max(end, event["ts"]))
         if event["ts"] + event["dur"] > end:
             end, prev = event["ts"] + event["dur"], event
     lines = step_table(gpu) + ["", f"gaps > {min_gap_us:.0f} us over the profiled window, per engine step:",

@@ -92,7 +92,8 @@ def _attend_tiles(
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, HEAD_DIM_PAD)
     dim_valid = offs_d < HEAD_DIM
-    pages = _tile_pages(block_table_row, tile_lo, kv_end, stride_bt_block, BLOCK_N, BLOCK_SIZE, True)  # [N]
+    if PAGES_AHEAD:  # [N] page ids of the first tile; each iteration then reads the next tile's
+        pages = _tile_pages(block_table_row, tile_lo, kv_end, stride_bt_block, BLOCK_N, BLOCK_SIZE, True)
     for tile in range(tile_lo, tile_hi):
         keys = tile * BLOCK_N + offs_n  # [N] absolute key positions
         key_valid = keys < kv_end
