@@ -33,6 +33,9 @@ CASES = [
     ("decode, 1-4 programs per SM", attention.AttentionConfig(16, 1, 128, 4, 2), False),
     ("decode, split-K", attention.AttentionConfig(16, 1, 64, 4, 3, True), True),
     ("decode, split-K, ids in-iteration", attention.AttentionConfig(16, 1, 64, 4, 3), True),
+    ("decode, split-K, one loop", attention.AttentionConfig(16, 1, 64, 4, 3, True, one_loop=True), True),
+    ("decode, big grid, one loop", attention.AttentionConfig(16, 1, 64, 4, 2, one_loop=True), False),
+    ("prefill 128 rows, one loop", attention.AttentionConfig(128, 18, 64, 8, 3, True, one_loop=True), False),
     ("prefill 128 rows", attention.AttentionConfig(128, 18, 64, 8, 3, True), False),
     ("prefill 128 rows, ids in-iteration", attention.AttentionConfig(128, 18, 64, 8, 3), False),
     ("short chunk 64 rows", attention.AttentionConfig(64, 9, 64, 4, 3), False),
@@ -45,7 +48,7 @@ def compile_case(config, split_k: bool):
     constants = dict(NUM_KV_HEADS=4, QUERIES_PER_KV=7, HEAD_DIM=128, HEAD_DIM_PAD=128, BLOCK_Q=config.block_q,
                      BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_SIZE=16, DIRECT_GRID=True,
                      SPLIT_K=split_k, QUERY_FILTER=0, DOT_PRECISION="tf32", USE_PDL=False,
-                     PAGES_AHEAD=config.pages_ahead)
+                     PAGES_AHEAD=config.pages_ahead, ONE_LOOP=config.one_loop)
     signature, specialised, attrs = {}, {}, {}
     for index, name in enumerate(params):
         if name in POINTERS:

@@ -27,6 +27,10 @@ class AttentionConfig:
     # read each KV tile's page ids one iteration ahead, so that num_stages > 2 keeps several tiles in
     # flight (see `_attend_tiles`); best for programs that stream many tiles
     pages_ahead: bool = False
+    # one KV loop, the causal mask applied from the first masked tile on (one pipeline fill per program),
+    # instead of an unmasked loop followed by a masked one: faster for decodes, whose masked tile is at
+    # most the last; slower for prefill tiles, whose in-loop branch and masked loads cost every tile
+    one_loop: bool = False
 
 
 def pick_config(
@@ -48,10 +52,11 @@ def pick_config(
             return AttentionConfig(block_m, 1, 32, 4, 1)
         if decode_programs_per_sm < 1 and not wide_rows:
             # split-K (fewer programs than SMs): each program streams a long run of tiles, two in flight
-            return AttentionConfig(block_m, 1, 64, 4, 3, pages_ahead=True)
+            return AttentionConfig(block_m, 1, 64, 4, 3, pages_ahead=True, one_loop=True)
         # 128-key tiles stream best until the grid has several programs per SM; then 64-key tiles (three
         # per SM) balance better
-        return AttentionConfig(block_m, 1, 64 if wide_rows or decode_programs_per_sm >= 4 else 128, 4, 2)
+        block_n = 64 if wide_rows or decode_programs_per_sm >= 4 else 128
+        return AttentionConfig(block_m, 1, block_n, 4, 2, one_loop=True)
     rows = max(16, min(128, triton.next_power_of_2(max_query_len * queries_per_kv)))
     block_m = max(rows, group_rows)
     block_q = block_m // queries_per_kv

@@ -16,7 +16,8 @@ each key's page is read from the block table inside the loop (page = block_table
 any block size works and pages need not be contiguous. Programs that stream many tiles (prefill tiles, split-K
 decodes) read the page ids one tile ahead (`AttentionConfig.pages_ahead`), which lets Triton keep several
 K/V tiles in flight. Tiles wholly at or below the tile's first query position run without masks; the rest
-apply the causal mask `key <= query position`.
+apply the causal mask `key <= query position`: prefill tiles in a second loop, decodes (`one_loop`) in the
+same loop from the first masked tile on, which saves them a second pipeline start.
 
 Grid (computed from host-known sizes only, nothing read back from the device):
     axis 0: query tiles x Hkv, heaviest (last) tiles first; tiles past a sequence's q_len exit at once.
@@ -73,14 +74,16 @@ def _tile_pages(
 
 @triton.jit
 def _attend_tiles(
-    acc, l_i, m_i, q, q_pos, k_base, v_base, block_table_row, tile_lo, tile_hi, kv_end,
+    acc, l_i, m_i, q, q_pos, k_base, v_base, block_table_row, tile_lo, tile_hi, mask_from, kv_end,
     stride_k_page, stride_k_slot, stride_k_dim, stride_v_page, stride_v_slot, stride_v_dim,
     stride_bt_block, scale_log2,
     HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_SIZE: tl.constexpr,
-    CAUSAL: tl.constexpr, DOT_PRECISION: tl.constexpr, PAGES_AHEAD: tl.constexpr,
+    CAUSAL: tl.constexpr, MASK_FROM: tl.constexpr, DOT_PRECISION: tl.constexpr, PAGES_AHEAD: tl.constexpr,
 ):
     """Online softmax over KV tiles [tile_lo, tile_hi). CAUSAL=False only for tiles whose keys all lie
-    at or before every row's query position (no key or causal mask needed).
+    at or before every row's query position (no key or causal mask needed); CAUSAL=True masks keys past
+    kv_end in the loads and applies the causal mask, to every tile or (MASK_FROM) to tiles from
+    `mask_from` on.
 
     PAGES_AHEAD: each tile's page ids are read one iteration ahead and carried into the next. K/V
     addresses then depend on no load of their own iteration, and Triton's pipeliner keeps
@@ -119,7 +122,11 @@ def _attend_tiles(
 
         scores = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION)  # [M, N], unscaled
         if CAUSAL:
-            scores = tl.where(keys[None, :] <= q_pos[:, None], scores, float("-inf"))
+            if MASK_FROM:
+                if tile >= mask_from:
+                    scores = tl.where(keys[None, :] <= q_pos[:, None], scores, float("-inf"))
+            else:
+                scores = tl.where(keys[None, :] <= q_pos[:, None], scores, float("-inf"))
             m_new = tl.maximum(m_i, tl.max(scores, 1) * scale_log2)  # running max, log2 units
             m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows with no key yet: avoid inf - inf
         else:
@@ -149,6 +156,7 @@ def _paged_attention_kernel(
     HEAD_DIM_PAD: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     BLOCK_SIZE: tl.constexpr, DIRECT_GRID: tl.constexpr, SPLIT_K: tl.constexpr,
     QUERY_FILTER: tl.constexpr, DOT_PRECISION: tl.constexpr, USE_PDL: tl.constexpr, PAGES_AHEAD: tl.constexpr,
+    ONE_LOOP: tl.constexpr,
 ):
     if USE_PDL:  # kernels/pdl.py: q, the caches, out and the scratch are free past this line
         gdc_wait()
@@ -227,18 +235,26 @@ def _paged_attention_kernel(
     acc = tl.zeros([BLOCK_M, HEAD_DIM_PAD], dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
-    acc, l_i, m_i = _attend_tiles(
-        acc, l_i, m_i, q, q_pos, k_base, v_base, block_table_row, tile_lo, tile_mid, kv_end,
-        stride_k_page, stride_k_slot, stride_k_dim, stride_v_page, stride_v_slot, stride_v_dim,
-        stride_bt_block, scale_log2, HEAD_DIM, HEAD_DIM_PAD, BLOCK_N, BLOCK_SIZE, False, DOT_PRECISION,
-        PAGES_AHEAD,
-    )
-    acc, l_i, m_i = _attend_tiles(
-        acc, l_i, m_i, q, q_pos, k_base, v_base, block_table_row, tile_mid, tile_hi, kv_end,
-        stride_k_page, stride_k_slot, stride_k_dim, stride_v_page, stride_v_slot, stride_v_dim,
-        stride_bt_block, scale_log2, HEAD_DIM, HEAD_DIM_PAD, BLOCK_N, BLOCK_SIZE, True, DOT_PRECISION,
-        PAGES_AHEAD,
-    )
+    if ONE_LOOP:
+        acc, l_i, m_i = _attend_tiles(
+            acc, l_i, m_i, q, q_pos, k_base, v_base, block_table_row, tile_lo, tile_hi, tile_mid,
+            kv_end, stride_k_page, stride_k_slot, stride_k_dim, stride_v_page, stride_v_slot,
+            stride_v_dim, stride_bt_block, scale_log2, HEAD_DIM, HEAD_DIM_PAD, BLOCK_N, BLOCK_SIZE,
+            True, True, DOT_PRECISION, PAGES_AHEAD,
+        )
+    else:
+        acc, l_i, m_i = _attend_tiles(
+            acc, l_i, m_i, q, q_pos, k_base, v_base, block_table_row, tile_lo, tile_mid, tile_mid,
+            kv_end, stride_k_page, stride_k_slot, stride_k_dim, stride_v_page, stride_v_slot,
+            stride_v_dim, stride_bt_block, scale_log2, HEAD_DIM, HEAD_DIM_PAD, BLOCK_N, BLOCK_SIZE,
+            False, False, DOT_PRECISION, PAGES_AHEAD,
+        )
+        acc, l_i, m_i = _attend_tiles(
+            acc, l_i, m_i, q, q_pos, k_base, v_base, block_table_row, tile_mid, tile_hi, tile_mid,
+            kv_end, stride_k_page, stride_k_slot, stride_k_dim, stride_v_page, stride_v_slot,
+            stride_v_dim, stride_bt_block, scale_log2, HEAD_DIM, HEAD_DIM_PAD, BLOCK_N, BLOCK_SIZE,
+            True, False, DOT_PRECISION, PAGES_AHEAD,
+        )
     if USE_PDL:  # the main work is done: let the next kernel's programs be scheduled now
         gdc_launch_dependents()
 
@@ -348,7 +364,7 @@ def paged_attention_launch(
         HEAD_DIM_PAD=head_dim_pad, BLOCK_Q=block_q, BLOCK_M=config.block_m, BLOCK_N=config.block_n,
         BLOCK_SIZE=block_size, DIRECT_GRID=direct_grid, SPLIT_K=split_k, QUERY_FILTER=query_filter,
         DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32", USE_PDL=use_pdl,
-        PAGES_AHEAD=config.pages_ahead,
+        PAGES_AHEAD=config.pages_ahead, ONE_LOOP=config.one_loop,
         num_warps=config.num_warps, num_stages=config.num_stages, launch_pdl=use_pdl,
     )
     if split_k:

@@ -92,6 +92,13 @@ CASES = {
     "mixed-bs16-d80-gqa4-search-split2-ahead": ([1, 6, 1, 10], [40, 20, 0, 25], 16, 80, 4, 2,
                                                 Config(16, 2, 16, 4, 1, True)),
     "prefill-bs1-d64-gqa1-ahead": ([24, 37], [9, 0], 1, 64, 1, None, Config(32, 32, 16, 4, 1, True)),
+    # one KV loop per program, the causal mask from the first masked tile on
+    "mixed-bs4-d80-gqa4-split3-oneloop": ([1, 9, 1, 5], [20, 11, 0, 3], 4, 80, 4, 3,
+                                          Config(16, 2, 16, 4, 1, one_loop=True)),
+    "prefill-bs1-d64-gqa1-ahead-oneloop": ([24, 37], [9, 0], 1, 64, 1, None,
+                                           Config(32, 32, 16, 4, 1, True, one_loop=True)),
+    "decode-bs4-d64-gqa4-oneloop": ([1, 1, 1], [60, 5, 33], 4, 64, 4, None,
+                                    Config(16, 1, 16, 4, 1, one_loop=True)),
 }
 
 
@@ -157,17 +164,20 @@ def test_split_decision_only_for_idle_sms() -> None:
 def test_gpu_tile_choices() -> None:
     """The H200-measured choices (benchmarks/results/kernels_sweep.md): page ids one tile ahead with three
     stages for programs that stream many tiles (prefill tiles of 128 rows, split-K decodes), in-iteration
-    ids for big decode grids and short chunks; fp32 / wide rows keep narrow tiles and two stages."""
+    ids for big decode grids and short chunks; fp32 / wide rows keep narrow tiles and two stages. Decodes
+    run one KV loop (their masked tile is at most the last), prefill tiles an unmasked and a masked one."""
     pick = triton_attention.pick_config
     bf16, fp32 = 2, 4
     prefill = pick(4096, 7, 128, bf16, 0.0, on_gpu=True)
     assert (prefill.block_m, prefill.block_q, prefill.block_n, prefill.num_stages) == (128, 18, 64, 3)
-    assert prefill.pages_ahead
+    assert prefill.pages_ahead and not prefill.one_loop
     split_decode = pick(1, 7, 128, bf16, decode_programs_per_sm=4 / 132, on_gpu=True)
     assert (split_decode.block_n, split_decode.num_stages, split_decode.pages_ahead) == (64, 3, True)
+    assert split_decode.one_loop
     for programs_per_sm, block_n in ((256 / 132, 128), (1024 / 132, 64)):
         big_decode = pick(1, 7, 128, bf16, programs_per_sm, on_gpu=True)
         assert (big_decode.block_n, big_decode.num_stages, big_decode.pages_ahead) == (block_n, 2, False)
+        assert big_decode.one_loop
     assert not pick(9, 7, 128, bf16, 0.0, on_gpu=True).pages_ahead  # a short chunk: 64-row tiles
     wide = pick(4096, 7, 128, fp32, 0.0, on_gpu=True)
     assert (wide.block_n, wide.num_stages, wide.pages_ahead) == (32, 2, False)

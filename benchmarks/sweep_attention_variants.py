@@ -1,0 +1,98 @@
+"""Paged attention kernel variants at the anchor shapes, against SDPA in the same run (H200).
+
+    python benchmarks/sweep_attention_variants.py
+
+Variants of `AttentionConfig`: `one_loop` (one KV loop, the causal mask from the first masked tile on),
+split counts, tile widths and stages. Decode: TB/s of K+V from CUDA-graph replays over input copies, plus a
+ragged context (1000 keys: every program ends on a partly masked tile, as in the engine); prefill: causal
+TFLOP/s (do_bench medians). Every variant is checked against SDPA first.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import torch
+import triton
+from bench_kernels import (
+    DTYPE,
+    HEAD_DIM,
+    KV_HEADS,
+    PREFILL_SHAPES,
+    ROTATE_BYTES,
+    Config,
+    PagedBatch,
+    graph_ms,
+    median_ms,
+    per_second,
+    rel_error,
+)
+
+SPLIT = Config(16, 1, 64, 4, 3, True)
+BIG = Config(16, 1, 64, 4, 2)
+BIG128 = Config(16, 1, 128, 4, 2)
+
+
+def one_loop(config: Config) -> Config:
+    return dataclasses.replace(config, one_loop=True)
+
+
+# (batch, context) -> [(label, config, num_splits)]
+DECODE = {
+    (1, 32768): [("n64 s3 ahead x64", SPLIT, 64), ("one-loop x64", one_loop(SPLIT), 64)],
+    (16, 4096): [(f"n64 s3 ahead x{n}", SPLIT, n) for n in (2, 4)]
+    + [(f"one-loop x{n}", one_loop(SPLIT), n) for n in (2, 4)],
+    (64, 4096): [("n128 s2", BIG128, None), ("n128 s2 one-loop", one_loop(BIG128), None)],
+    (256, 1024): [("n64 s2", BIG, None), ("n64 s2 one-loop", one_loop(BIG), None)],
+    (256, 1000): [("n64 s2", BIG, None), ("n64 s2 one-loop", one_loop(BIG), None)],
+    (256, 4096): [("n64 s2", BIG, None), ("n64 s2 one-loop", one_loop(BIG), None)],
+}
+PREFILL_BASE = Config(128, 18, 64, 8, 3, True)
+PREFILL = [
+    ("n64 s3 ahead (default)", PREFILL_BASE),
+    ("one-loop", one_loop(PREFILL_BASE)),
+    ("s4", dataclasses.replace(PREFILL_BASE, num_stages=4)),
+    ("n128 s3", dataclasses.replace(PREFILL_BASE, block_n=128)),
+    ("n32 s4", dataclasses.replace(PREFILL_BASE, block_n=32, num_stages=4)),
+]
+
+
+def main() -> None:
+    table = []
+    for (batch, seq_len), variants in DECODE.items():
+        kv_bytes = 2 * batch * seq_len * KV_HEADS * HEAD_DIM * DTYPE.itemsize
+        copies = [PagedBatch(batch, seq_len, 1) for _ in range(max(1, triton.cdiv(ROTATE_BYTES, kv_bytes)))]
+        reference = copies[0].sdpa()
+        tbps = functools.partial(per_second, kv_bytes, unit=1e12)
+        shape = f"decode {batch}x{seq_len}"
+        table.append((shape, "sdpa", tbps(graph_ms([c.sdpa for c in copies])), 0.0))
+        error = rel_error(copies[0].ours(), reference)
+        table.append((shape, "default", tbps(graph_ms([c.ours for c in copies])), error))
+        for label, config, splits in variants:
+            error = rel_error(copies[0].ours(config, splits), reference)
+            calls = [functools.partial(c.ours, config, splits) for c in copies]
+            table.append((shape, label, tbps(graph_ms(calls)), error))
+            print(table[-1], flush=True)
+        del copies, reference
+        torch.cuda.empty_cache()
+    for batch, seq_len in PREFILL_SHAPES:
+        data = PagedBatch(batch, seq_len, seq_len)
+        reference = data.sdpa()
+        tflops = functools.partial(per_second, data.causal_flops(), unit=1e12)
+        shape = f"prefill {batch}x{seq_len}"
+        table.append((shape, "sdpa", tflops(median_ms(data.sdpa)), 0.0))
+        for label, config in PREFILL:
+            error = rel_error(data.ours(config), reference)
+            table.append((shape, label, tflops(median_ms(functools.partial(data.ours, config))), error))
+            print(table[-1], flush=True)
+        del data, reference
+        torch.cuda.empty_cache()
+    print(f"\n{torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}")
+    print("| shape | variant | TB/s or TFLOP/s | rel err |\n| --- | --- | --- | --- |")
+    for shape, label, value, error in table:
+        print(f"| {shape} | {label} | {value:.2f} | {error:.1e} |")
+
+
+if __name__ == "__main__":
+    main()
