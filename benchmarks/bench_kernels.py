@@ -57,9 +57,9 @@ ROTATE_BYTES = 1 << 28  # decode timing rotates over input copies until K + V re
 # split counts of SPLIT_SWEEP (None = the kernel's own choice)
 DECODE_SWEEP = [(128, 4, 2), (64, 4, 2), (64, 4, 3), (64, 4, 4), (128, 4, 3), (32, 4, 6), (64, 8, 4)]
 SPLIT_SWEEP = {1: [None, 64, 128], 16: [None, 4, 8, 12], 64: [None, 2]}
-PREFILL_SWEEP = [Config(128, 18, 128, 8, 2), Config(128, 18, 128, 8, 3), Config(128, 18, 64, 8, 3),
-                 Config(128, 18, 64, 8, 4), Config(128, 18, 64, 8, 5), Config(128, 18, 32, 8, 5),
-                 Config(64, 9, 64, 4, 4), Config(64, 9, 32, 4, 5)]
+PREFILL_SWEEP = [Config(256, 36, 64, 16, 3, True), Config(256, 36, 64, 16, 2, True),
+                 Config(256, 36, 64, 16, 4, True), Config(128, 18, 64, 8, 3, True),
+                 Config(128, 18, 128, 8, 3, True), Config(64, 9, 64, 4, 4), Config(64, 9, 32, 4, 5)]
 
 
 def median_ms(fn) -> float:

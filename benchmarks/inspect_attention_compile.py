@@ -35,8 +35,9 @@ CASES = [
     ("decode, split-K, ids in-iteration", attention.AttentionConfig(16, 1, 64, 4, 3), True),
     ("decode, split-K, one loop", attention.AttentionConfig(16, 1, 64, 4, 3, True, one_loop=True), True),
     ("decode, big grid, one loop", attention.AttentionConfig(16, 1, 64, 4, 2, one_loop=True), False),
-    ("prefill 128 rows, one loop", attention.AttentionConfig(128, 18, 64, 8, 3, True, one_loop=True), False),
+    ("prefill 256 rows, 16 warps", attention.AttentionConfig(256, 36, 64, 16, 3, True), False),
     ("prefill 128 rows", attention.AttentionConfig(128, 18, 64, 8, 3, True), False),
+    ("prefill 128 rows, one loop", attention.AttentionConfig(128, 18, 64, 8, 3, True, one_loop=True), False),
     ("prefill 128 rows, ids in-iteration", attention.AttentionConfig(128, 18, 64, 8, 3), False),
     ("short chunk 64 rows", attention.AttentionConfig(64, 9, 64, 4, 3), False),
 ]

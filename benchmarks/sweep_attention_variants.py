@@ -1,6 +1,6 @@
 """Paged attention kernel variants at the anchor shapes, against SDPA in the same run (H200).
 
-    python benchmarks/sweep_attention_variants.py
+    python benchmarks/sweep_attention_variants.py [--prefill-only]
 
 Variants of `AttentionConfig`: `one_loop` (one KV loop, the causal mask from the first masked tile on),
 split counts, tile widths and stages. Decode: TB/s of K+V from CUDA-graph replays over input copies, plus a
@@ -10,6 +10,7 @@ TFLOP/s (do_bench medians). Every variant is checked against SDPA first.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import functools
 
@@ -48,19 +49,22 @@ DECODE = {
     (256, 1000): [("n64 s2", BIG, None), ("n64 s2 one-loop", one_loop(BIG), None)],
     (256, 4096): [("n64 s2", BIG, None), ("n64 s2 one-loop", one_loop(BIG), None)],
 }
-PREFILL_BASE = Config(128, 18, 64, 8, 3, True)
+PREFILL_BASE = Config(256, 36, 64, 16, 3, True)
 PREFILL = [
-    ("n64 s3 ahead (default)", PREFILL_BASE),
-    ("one-loop", one_loop(PREFILL_BASE)),
+    ("m256 n64 w16 s3 ahead (default)", PREFILL_BASE),
+    ("s2", dataclasses.replace(PREFILL_BASE, num_stages=2)),
     ("s4", dataclasses.replace(PREFILL_BASE, num_stages=4)),
-    ("n128 s3", dataclasses.replace(PREFILL_BASE, block_n=128)),
-    ("n32 s4", dataclasses.replace(PREFILL_BASE, block_n=32, num_stages=4)),
+    ("ids in-iteration", dataclasses.replace(PREFILL_BASE, pages_ahead=False)),
+    ("m128 n64 w8 s3 ahead (before)", Config(128, 18, 64, 8, 3, True)),
 ]
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--prefill-only", action="store_true")
+    args = parser.parse_args()
     table = []
-    for (batch, seq_len), variants in DECODE.items():
+    for (batch, seq_len), variants in ({} if args.prefill_only else DECODE).items():
         kv_bytes = 2 * batch * seq_len * KV_HEADS * HEAD_DIM * DTYPE.itemsize
         copies = [PagedBatch(batch, seq_len, 1) for _ in range(max(1, triton.cdiv(ROTATE_BYTES, kv_bytes)))]
         reference = copies[0].sdpa()

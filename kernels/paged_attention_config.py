@@ -65,6 +65,12 @@ def pick_config(
     if block_m >= 128:
         if wide_rows:
             return AttentionConfig(block_m, block_q, 32, 8, 2)
+        if max_query_len * queries_per_kv > 128:
+            # long chunks: 256-row tiles in 16 warps (four warpgroups of 64 rows) halve the programs, and
+            # with them each program's start (lengths, q, first pages) and end that nothing overlaps at
+            # one program per SM (H200: 1x8192 458 TFLOP/s, 4x4096 431; 128 rows in 8 warps: 418 / 390)
+            block_m = max(256, group_rows)
+            return AttentionConfig(block_m, block_m // queries_per_kv, 64, 16, 3, pages_ahead=True)
         return AttentionConfig(block_m, block_q, 64, 8, 3, pages_ahead=True)
     return AttentionConfig(block_m, block_q, 32 if wide_rows else 64, 4, 3)
 

@@ -97,6 +97,7 @@ CASES = {
                                           Config(16, 2, 16, 4, 1, one_loop=True)),
     "prefill-bs1-d64-gqa1-ahead-oneloop": ([24, 37], [9, 0], 1, 64, 1, None,
                                            Config(32, 32, 16, 4, 1, True, one_loop=True)),
+    "prefill-bs16-d64-gqa4-m256-ahead": ([70, 33], [0, 9], 16, 64, 4, None, Config(256, 64, 16, 16, 1, True)),
     "decode-bs4-d64-gqa4-oneloop": ([1, 1, 1], [60, 5, 33], 4, 64, 4, None,
                                     Config(16, 1, 16, 4, 1, one_loop=True)),
 }
@@ -163,14 +164,18 @@ def test_split_decision_only_for_idle_sms() -> None:
 
 def test_gpu_tile_choices() -> None:
     """The H200-measured choices (benchmarks/results/kernels_sweep.md): page ids one tile ahead with three
-    stages for programs that stream many tiles (prefill tiles of 128 rows, split-K decodes), in-iteration
-    ids for big decode grids and short chunks; fp32 / wide rows keep narrow tiles and two stages. Decodes
-    run one KV loop (their masked tile is at most the last), prefill tiles an unmasked and a masked one."""
+    stages for programs that stream many tiles (prefill tiles of 128 and 256 rows, split-K decodes),
+    in-iteration ids for big decode grids and short chunks; fp32 / wide rows keep narrow tiles and two
+    stages. Long chunks take 256-row tiles in 16 warps. Decodes run one KV loop (their masked tile is at
+    most the last), prefill tiles an unmasked and a masked one."""
     pick = triton_attention.pick_config
     bf16, fp32 = 2, 4
     prefill = pick(4096, 7, 128, bf16, 0.0, on_gpu=True)
-    assert (prefill.block_m, prefill.block_q, prefill.block_n, prefill.num_stages) == (128, 18, 64, 3)
+    assert (prefill.block_m, prefill.block_q, prefill.block_n, prefill.num_warps, prefill.num_stages) == (
+        256, 36, 64, 16, 3)
     assert prefill.pages_ahead and not prefill.one_loop
+    chunk_128_rows = pick(18, 7, 128, bf16, 0.0, on_gpu=True)  # 126 rows
+    assert (chunk_128_rows.block_m, chunk_128_rows.block_q, chunk_128_rows.num_warps) == (128, 18, 8)
     split_decode = pick(1, 7, 128, bf16, decode_programs_per_sm=4 / 132, on_gpu=True)
     assert (split_decode.block_n, split_decode.num_stages, split_decode.pages_ahead) == (64, 3, True)
     assert split_decode.one_loop
