@@ -1,6 +1,6 @@
 """Paged attention kernel variants at the anchor shapes, against SDPA in the same run (H200).
 
-    python benchmarks/sweep_attention_variants.py [--prefill-only]
+    python benchmarks/sweep_attention_variants.py [--prefill-only | --decode-only]
 
 Variants of `AttentionConfig`: `one_loop` (one KV loop, the causal mask from the first masked tile on),
 split counts, tile widths and stages. Decode: TB/s of K+V from CUDA-graph replays over input copies, plus a
@@ -41,13 +41,13 @@ def one_loop(config: Config) -> Config:
 
 # (batch, context) -> [(label, config, num_splits)]
 DECODE = {
-    (1, 32768): [("n64 s3 ahead x64", SPLIT, 64), ("one-loop x64", one_loop(SPLIT), 64)],
-    (16, 4096): [(f"n64 s3 ahead x{n}", SPLIT, n) for n in (2, 4)]
-    + [(f"one-loop x{n}", one_loop(SPLIT), n) for n in (2, 4)],
-    (64, 4096): [("n128 s2", BIG128, None), ("n128 s2 one-loop", one_loop(BIG128), None)],
-    (256, 1024): [("n64 s2", BIG, None), ("n64 s2 one-loop", one_loop(BIG), None)],
-    (256, 1000): [("n64 s2", BIG, None), ("n64 s2 one-loop", one_loop(BIG), None)],
-    (256, 4096): [("n64 s2", BIG, None), ("n64 s2 one-loop", one_loop(BIG), None)],
+    (1, 32768): [(f"one-loop x{n}", one_loop(SPLIT), n) for n in (32, 48, 64, 96)],
+    (16, 4096): [(f"one-loop x{n}", one_loop(SPLIT), n) for n in (4, 5, 6)]
+    + [("one-loop n128 s2 x4", one_loop(Config(16, 1, 128, 4, 2, True)), 4),
+       ("one-loop n32 s4 x4", one_loop(Config(16, 1, 32, 4, 4, True)), 4)],
+    (64, 4096): [("n128 s2 one-loop", one_loop(BIG128), None), ("n64 s2 one-loop", one_loop(BIG), None),
+                 ("n64 s3 ahead one-loop", one_loop(SPLIT), None)],
+    (256, 4096): [("n64 s2 one-loop", one_loop(BIG), None), ("n64 s3 ahead one-loop", one_loop(SPLIT), None)],
 }
 PREFILL_BASE = Config(256, 36, 64, 16, 3, True)
 PREFILL = [
@@ -62,6 +62,7 @@ PREFILL = [
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--prefill-only", action="store_true")
+    parser.add_argument("--decode-only", action="store_true")
     args = parser.parse_args()
     table = []
     for (batch, seq_len), variants in ({} if args.prefill_only else DECODE).items():
@@ -80,7 +81,7 @@ def main() -> None:
             print(table[-1], flush=True)
         del copies, reference
         torch.cuda.empty_cache()
-    for batch, seq_len in PREFILL_SHAPES:
+    for batch, seq_len in [] if args.decode_only else PREFILL_SHAPES:
         data = PagedBatch(batch, seq_len, seq_len)
         reference = data.sdpa()
         tflops = functools.partial(per_second, data.causal_flops(), unit=1e12)

@@ -291,7 +291,7 @@ def paged_attention_triton(
     `max_seq_len` must be upper bounds of this batch's q_len and seq_len (they size the grid and the
     split-K decision; nothing is read back from the device). `split_decodes` (a step of decodes and
     prefill chunks): two launches, each with its own tile shape (decodes: one token x the head group per
-    tile; chunks: up to 128 rows), so decodes do not run in prefill-sized tiles."""
+    tile; chunks: up to 256 rows), so decodes do not run in prefill-sized tiles."""
     args = (q, k_cache, v_cache, query_start_loc, seq_lens, block_tables, scale)
     if not split_decodes or max_query_len == 1:
         return paged_attention_launch(*args, max_query_len, max_seq_len, out)
