@@ -24,6 +24,7 @@ from bench_kernels import (
     ROTATE_BYTES,
     Config,
     PagedBatch,
+    _time_variant,
     graph_ms,
     median_ms,
     per_second,
@@ -75,10 +76,8 @@ def main() -> None:
         error = rel_error(copies[0].ours(), reference)
         table.append((shape, "default", tbps(graph_ms([c.ours for c in copies])), error))
         for label, config, splits in variants:
-            error = rel_error(copies[0].ours(config, splits), reference)
-            calls = [functools.partial(c.ours, config, splits) for c in copies]
-            table.append((shape, label, tbps(graph_ms(calls)), error))
-            print(table[-1], flush=True)
+            row = _time_variant("decode", copies, config, splits, reference, tbps)
+            table.append((shape, label, row.get("metric", float("nan")), row.get("rel_error", float("nan"))))
         del copies, reference
         torch.cuda.empty_cache()
     for batch, seq_len in [] if args.decode_only else PREFILL_SHAPES:
@@ -88,9 +87,8 @@ def main() -> None:
         shape = f"prefill {batch}x{seq_len}"
         table.append((shape, "sdpa", tflops(median_ms(data.sdpa)), 0.0))
         for label, config in PREFILL:
-            error = rel_error(data.ours(config), reference)
-            table.append((shape, label, tflops(median_ms(functools.partial(data.ours, config))), error))
-            print(table[-1], flush=True)
+            row = _time_variant("prefill", [data], config, None, reference, tflops)
+            table.append((shape, label, row.get("metric", float("nan")), row.get("rel_error", float("nan"))))
         del data, reference
         torch.cuda.empty_cache()
     print(f"\n{torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}")

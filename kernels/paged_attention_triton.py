@@ -235,26 +235,22 @@ def _paged_attention_kernel(
     acc = tl.zeros([BLOCK_M, HEAD_DIM_PAD], dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    masked_lo = tile_mid  # ONE_LOOP: a single loop, masked from tile_mid on
     if ONE_LOOP:
-        acc, l_i, m_i = _attend_tiles(
-            acc, l_i, m_i, q, q_pos, k_base, v_base, block_table_row, tile_lo, tile_hi, tile_mid,
-            kv_end, stride_k_page, stride_k_slot, stride_k_dim, stride_v_page, stride_v_slot,
-            stride_v_dim, stride_bt_block, scale_log2, HEAD_DIM, HEAD_DIM_PAD, BLOCK_N, BLOCK_SIZE,
-            True, True, DOT_PRECISION, PAGES_AHEAD,
-        )
-    else:
+        masked_lo = tile_lo
+    else:  # tiles before tile_mid need no mask: their own loop
         acc, l_i, m_i = _attend_tiles(
             acc, l_i, m_i, q, q_pos, k_base, v_base, block_table_row, tile_lo, tile_mid, tile_mid,
             kv_end, stride_k_page, stride_k_slot, stride_k_dim, stride_v_page, stride_v_slot,
             stride_v_dim, stride_bt_block, scale_log2, HEAD_DIM, HEAD_DIM_PAD, BLOCK_N, BLOCK_SIZE,
             False, False, DOT_PRECISION, PAGES_AHEAD,
         )
-        acc, l_i, m_i = _attend_tiles(
-            acc, l_i, m_i, q, q_pos, k_base, v_base, block_table_row, tile_mid, tile_hi, tile_mid,
-            kv_end, stride_k_page, stride_k_slot, stride_k_dim, stride_v_page, stride_v_slot,
-            stride_v_dim, stride_bt_block, scale_log2, HEAD_DIM, HEAD_DIM_PAD, BLOCK_N, BLOCK_SIZE,
-            True, False, DOT_PRECISION, PAGES_AHEAD,
-        )
+    acc, l_i, m_i = _attend_tiles(
+        acc, l_i, m_i, q, q_pos, k_base, v_base, block_table_row, masked_lo, tile_hi, tile_mid,
+        kv_end, stride_k_page, stride_k_slot, stride_k_dim, stride_v_page, stride_v_slot,
+        stride_v_dim, stride_bt_block, scale_log2, HEAD_DIM, HEAD_DIM_PAD, BLOCK_N, BLOCK_SIZE,
+        True, ONE_LOOP, DOT_PRECISION, PAGES_AHEAD,
+    )
     if USE_PDL:  # the main work is done: let the next kernel's programs be scheduled now
         gdc_launch_dependents()
 
