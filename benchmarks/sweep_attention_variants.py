@@ -30,6 +30,7 @@ from bench_kernels import (
     per_second,
     rel_error,
 )
+from profile_decode_attention import kernel_times
 
 SPLIT = Config(16, 1, 64, 4, 3, True)
 BIG = Config(16, 1, 64, 4, 2)
@@ -40,15 +41,21 @@ def one_loop(config: Config) -> Config:
     return dataclasses.replace(config, one_loop=True)
 
 
+def ahead(config: Config) -> Config:
+    return dataclasses.replace(config, pages_ahead=True)
+
+
 # (batch, context) -> [(label, config, num_splits)]
 DECODE = {
-    (1, 32768): [(f"one-loop x{n}", one_loop(SPLIT), n) for n in (32, 48, 64, 96)],
-    (16, 4096): [(f"one-loop x{n}", one_loop(SPLIT), n) for n in (4, 5, 6)]
-    + [("one-loop n128 s2 x4", one_loop(Config(16, 1, 128, 4, 2, True)), 4),
-       ("one-loop n32 s4 x4", one_loop(Config(16, 1, 32, 4, 4, True)), 4)],
-    (64, 4096): [("n128 s2 one-loop", one_loop(BIG128), None), ("n64 s2 one-loop", one_loop(BIG), None),
-                 ("n64 s3 ahead one-loop", one_loop(SPLIT), None)],
-    (256, 4096): [("n64 s2 one-loop", one_loop(BIG), None), ("n64 s3 ahead one-loop", one_loop(SPLIT), None)],
+    (1, 32768): [(f"x{n}", one_loop(SPLIT), n) for n in (48, 96)],
+    (16, 4096): [(f"x{n}", one_loop(SPLIT), n) for n in (5, 6)],
+    (16, 1000): [],
+    (64, 4096): [("n128 s2 ahead", ahead(one_loop(BIG128)), None), ("n64 s3 ahead", one_loop(SPLIT), None),
+                 ("n64 s2 ahead", ahead(one_loop(BIG)), None)],
+    (256, 1024): [("n128 s2 ahead", ahead(one_loop(BIG128)), None), ("n64 s3 ahead", one_loop(SPLIT), None),
+                  ("n64 s2 ahead", ahead(one_loop(BIG)), None)],
+    (256, 4096): [("n128 s2 ahead", ahead(one_loop(BIG128)), None), ("n64 s3 ahead", one_loop(SPLIT), None),
+                  ("n64 s2 ahead", ahead(one_loop(BIG)), None)],
 }
 PREFILL_BASE = Config(256, 36, 64, 16, 3, True)
 PREFILL = [
@@ -65,7 +72,7 @@ def main() -> None:
     parser.add_argument("--prefill-only", action="store_true")
     parser.add_argument("--decode-only", action="store_true")
     args = parser.parse_args()
-    table = []
+    table, kernel_lines = [], []
     for (batch, seq_len), variants in ({} if args.prefill_only else DECODE).items():
         kv_bytes = 2 * batch * seq_len * KV_HEADS * HEAD_DIM * DTYPE.itemsize
         copies = [PagedBatch(batch, seq_len, 1) for _ in range(max(1, triton.cdiv(ROTATE_BYTES, kv_bytes)))]
@@ -75,9 +82,15 @@ def main() -> None:
         table.append((shape, "sdpa", tbps(graph_ms([c.sdpa for c in copies])), 0.0))
         error = rel_error(copies[0].ours(), reference)
         table.append((shape, "default", tbps(graph_ms([c.ours for c in copies])), error))
+        kernels = {"sdpa": kernel_times([c.sdpa for c in copies])}
         for label, config, splits in variants:
             row = _time_variant("decode", copies, config, splits, reference, tbps)
             table.append((shape, label, row.get("metric", float("nan")), row.get("rel_error", float("nan"))))
+            if "metric" in row:
+                kernels[label] = kernel_times([functools.partial(c.ours, config, splits) for c in copies])
+        for label, times in kernels.items():  # GPU us per call of each kernel (attention, merge / combine)
+            spans = ", ".join(f"{name[:28]} {us:.1f}" for name, us in times.items() if us >= 0.05)
+            kernel_lines.append(f"| {shape} | {label} | {spans} |")
         del copies, reference
         torch.cuda.empty_cache()
     for batch, seq_len in [] if args.decode_only else PREFILL_SHAPES:
@@ -92,6 +105,9 @@ def main() -> None:
         del data, reference
         torch.cuda.empty_cache()
     print(f"\n{torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}")
+    if kernel_lines:
+        print("| shape | variant | kernels, GPU us per call |\n| --- | --- | --- |")
+        print("\n".join(kernel_lines))
     print("| shape | variant | TB/s or TFLOP/s | rel err |\n| --- | --- | --- | --- |")
     for shape, label, value, error in table:
         print(f"| {shape} | {label} | {value:.2f} | {error:.1e} |")

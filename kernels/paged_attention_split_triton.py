@@ -31,6 +31,16 @@ def merge_splits_kernel(
         gdc_wait()
     token = tl.program_id(0).to(tl.int64)
     head = tl.program_id(1)
+    # the partials load alongside their lse and the token checks below (one memory round trip, not two;
+    # the scratch has a row for every token, scheduled or not)
+    offs_s = tl.arange(0, SPLITS_PAD)
+    offs_d = tl.arange(0, HEAD_DIM_PAD)
+    split_valid = offs_s < num_splits
+    lse = tl.load(partial_lse_ptr + offs_s.to(tl.int64) * stride_pl_split + token * stride_pl_token + head,
+                  mask=split_valid, other=float("-inf"))
+    split_offsets = offs_s.to(tl.int64)[:, None] * stride_po_split
+    partial = tl.load(partial_out_ptr + split_offsets + token * stride_po_token + head * stride_po_head
+                      + offs_d[None, :], mask=split_valid[:, None] & (offs_d[None, :] < HEAD_DIM), other=0.0)
     if token >= tl.load(query_start_loc_ptr + num_seqs):
         return  # not a scheduled token: left untouched, as the reference does
     if QUERY_FILTER != 0:  # the launch covered decodes only (1) or prefill chunks only (2)
@@ -42,15 +52,6 @@ def merge_splits_kernel(
         q_len = tl.load(query_start_loc_ptr + count) - tl.load(query_start_loc_ptr + count - 1)
         if (q_len == 1) != (QUERY_FILTER == 1):
             return
-    offs_s = tl.arange(0, SPLITS_PAD)
-    offs_d = tl.arange(0, HEAD_DIM_PAD)
-    split_valid = offs_s < num_splits
-    lse = tl.load(partial_lse_ptr + offs_s.to(tl.int64) * stride_pl_split + token * stride_pl_token + head,
-                  mask=split_valid, other=float("-inf"))
-    # the partials load alongside the lse (not masked by it: one memory round trip instead of two)
-    split_offsets = offs_s.to(tl.int64)[:, None] * stride_po_split
-    partial = tl.load(partial_out_ptr + split_offsets + token * stride_po_token + head * stride_po_head
-                      + offs_d[None, :], mask=split_valid[:, None] & (offs_d[None, :] < HEAD_DIM), other=0.0)
     has_keys = lse > float("-inf")  # an empty split wrote no partial (its scratch holds stale values)
     weights = tl.where(has_keys, tl.exp2(lse - tl.max(lse, 0)), 0.0)
     weights = weights / tl.sum(weights, 0)

@@ -25,11 +25,12 @@ Grid (computed from host-known sizes only, nothing read back from the device):
         "search" mapping: T // BLOCK_Q + B tiles; sequence b owns tiles from query_start_loc[b] // BLOCK_Q + b
             on (a monotone map: each sequence gets at least its cdiv(q_len, BLOCK_Q) tiles); a program finds
             its sequence by counting sequences that start at or before it. The smaller grid is used.
-    axis 1: KV splits. With split-K the keys of each query tile are cut on the device into `num_splits`
-        equal runs of whole KV tiles, sized from that sequence's own length (so a graph captured for the
-        model's context spreads a 600-token context over the splits too); each program writes its
-        normalised partial output and log2-sum-exp into fp32 scratch, a program whose run is empty only
-        marks its rows -inf, and `merge_splits_kernel` combines them (paged_attention_split_triton.py).
+    axis 1: KV splits. With split-K, split s of a query tile takes its KV tiles s, s + num_splits, ...
+        (counted on the device from that sequence's own length, so a graph captured for the model's
+        context spreads a 600-token context over the splits too; and a program's first tile, hence its
+        first page ids, is known before the lengths are read). Each program writes its normalised partial
+        output and log2-sum-exp into fp32 scratch, a program with no tile only marks its rows -inf, and
+        `merge_splits_kernel` combines them (paged_attention_split_triton.py).
 
 For callers:
 - `max_query_len` / `max_seq_len` need only be upper bounds (a CUDA graph captured with the model's
@@ -74,16 +75,17 @@ def _tile_pages(
 
 @triton.jit
 def _attend_tiles(
-    acc, l_i, m_i, q, q_pos, k_base, v_base, block_table_row, tile_lo, tile_hi, mask_from, kv_end,
-    stride_k_page, stride_k_slot, stride_k_dim, stride_v_page, stride_v_slot, stride_v_dim,
+    acc, l_i, m_i, q, q_pos, k_base, v_base, block_table_row, pages, tile_lo, tile_hi, tile_step, mask_from,
+    kv_end, stride_k_page, stride_k_slot, stride_k_dim, stride_v_page, stride_v_slot, stride_v_dim,
     stride_bt_block, scale_log2,
     HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_SIZE: tl.constexpr,
     CAUSAL: tl.constexpr, MASK_FROM: tl.constexpr, DOT_PRECISION: tl.constexpr, PAGES_AHEAD: tl.constexpr,
 ):
-    """Online softmax over KV tiles [tile_lo, tile_hi). CAUSAL=False only for tiles whose keys all lie
-    at or before every row's query position (no key or causal mask needed); CAUSAL=True masks keys past
-    kv_end in the loads and applies the causal mask, to every tile or (MASK_FROM) to tiles from
-    `mask_from` on.
+    """Online softmax over KV tiles tile_lo, tile_lo + tile_step, ... < tile_hi (tile_step > 1: a split
+    of split-K). `pages`: the page ids of tile_lo (PAGES_AHEAD; unused otherwise), returned as those of the
+    tile after the last. CAUSAL=False only for tiles whose keys all lie at or before every row's query
+    position (no key or causal mask needed); CAUSAL=True masks keys past kv_end in the loads and applies
+    the causal mask, to every tile or (MASK_FROM) to tiles from `mask_from` on.
 
     PAGES_AHEAD: each tile's page ids are read one iteration ahead and carried into the next. K/V
     addresses then depend on no load of their own iteration, and Triton's pipeliner keeps
@@ -95,20 +97,22 @@ def _attend_tiles(
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, HEAD_DIM_PAD)
     dim_valid = offs_d < HEAD_DIM
-    if PAGES_AHEAD:  # [N] page ids of the first tile; each iteration then reads the next tile's
-        pages = _tile_pages(block_table_row, tile_lo, kv_end, stride_bt_block, BLOCK_N, BLOCK_SIZE, True)
-    for tile in range(tile_lo, tile_hi):
+    for tile in range(tile_lo, tile_hi, tile_step):
         keys = tile * BLOCK_N + offs_n  # [N] absolute key positions
         key_valid = keys < kv_end
-        if not PAGES_AHEAD:
-            pages = _tile_pages(block_table_row, tile, kv_end, stride_bt_block, BLOCK_N, BLOCK_SIZE, CAUSAL)
+        if PAGES_AHEAD:
+            tile_pages = pages
+        else:
+            tile_pages = _tile_pages(block_table_row, tile, kv_end, stride_bt_block, BLOCK_N, BLOCK_SIZE,
+                                     CAUSAL)
         slots = keys % BLOCK_SIZE
-        k_ptrs = (k_base + pages.to(tl.int64)[:, None] * stride_k_page + slots[:, None] * stride_k_slot
+        k_ptrs = (k_base + tile_pages.to(tl.int64)[:, None] * stride_k_page + slots[:, None] * stride_k_slot
                   + offs_d[None, :] * stride_k_dim)  # [N, Dp]
-        v_ptrs = (v_base + pages.to(tl.int64)[:, None] * stride_v_page + slots[:, None] * stride_v_slot
+        v_ptrs = (v_base + tile_pages.to(tl.int64)[:, None] * stride_v_page + slots[:, None] * stride_v_slot
                   + offs_d[None, :] * stride_v_dim)
         if PAGES_AHEAD:
-            pages = _tile_pages(block_table_row, tile + 1, kv_end, stride_bt_block, BLOCK_N, BLOCK_SIZE, True)
+            pages = _tile_pages(block_table_row, tile + tile_step, kv_end, stride_bt_block, BLOCK_N,
+                                BLOCK_SIZE, True)
         if CAUSAL:
             kv_mask = key_valid[:, None] & dim_valid[None, :]
             k = tl.load(k_ptrs, mask=kv_mask, other=0.0)
@@ -137,14 +141,14 @@ def _attend_tiles(
         l_i = l_i * alpha + tl.sum(p, 1)
         acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None], input_precision=DOT_PRECISION)  # in-place MMA
         m_i = m_new
-    return acc, l_i, m_i
+    return acc, l_i, m_i, pages
 
 
 @triton.jit
 def _paged_attention_kernel(
     q_ptr, k_cache_ptr, v_cache_ptr, out_ptr, partial_out_ptr, partial_lse_ptr,
     query_start_loc_ptr, seq_lens_ptr, block_tables_ptr,
-    scale_log2, num_seqs, num_tiles, tiles_per_seq, num_splits,
+    scale_log2, num_seqs, num_tiles, tiles_per_seq, num_splits, max_blocks,
     stride_q_token, stride_q_head, stride_q_dim,
     stride_k_page, stride_k_slot, stride_k_head, stride_k_dim,
     stride_v_page, stride_v_slot, stride_v_head, stride_v_dim,
@@ -186,6 +190,19 @@ def _paged_attention_kernel(
         else:
             local_tile = tile_id - (q_start // BLOCK_Q + seq)
     q_len = tl.load(query_start_loc_ptr + seq + 1) - q_start
+    # issued before any branch on q_len, so that these loads overlap it
+    seq_len = tl.load(seq_lens_ptr + seq)
+    block_table_row = block_tables_ptr + seq.to(tl.int64) * stride_bt_seq
+    # the first KV tile of a program does not depend on the lengths (split s starts at tile s), so its page
+    # ids load alongside them: one memory round trip less before the first K/V load. Keys past the
+    # sequence's end get whatever page id their table column holds; their K/V loads are masked.
+    first_tile = 0
+    if SPLIT_K:
+        first_tile = split
+    pages = tl.zeros([BLOCK_N], dtype=tl.int32)  # page ids of the first tile (PAGES_AHEAD)
+    if PAGES_AHEAD:
+        pages = _tile_pages(block_table_row, first_tile, max_blocks * BLOCK_SIZE, stride_bt_block, BLOCK_N,
+                            BLOCK_SIZE, True)
     if local_tile * BLOCK_Q >= q_len:
         return
     if QUERY_FILTER == 1:  # decodes only
@@ -194,19 +211,20 @@ def _paged_attention_kernel(
     if QUERY_FILTER == 2:  # prefill chunks only
         if q_len == 1:
             return
-    context_len = tl.load(seq_lens_ptr + seq) - q_len  # keys computed before this chunk
+    context_len = seq_len - q_len  # keys computed before this chunk
 
     # keys [0, kv_end) are visible to some row; keys < unmasked_end to every row
     kv_end = context_len + tl.minimum((local_tile + 1) * BLOCK_Q, q_len)
     unmasked_tiles = (context_len + local_tile * BLOCK_Q + 1) // BLOCK_N
     tile_lo = 0
     tile_hi = tl.cdiv(kv_end, BLOCK_N)
+    tile_step = 1
     if SPLIT_K:
-        # this tile's own keys in `num_splits` equal runs (sized on the device, from this sequence's
-        # length: a graph captured for the longest context still spreads a short one over all splits)
-        tiles_per_split = tl.cdiv(tile_hi, num_splits)
-        tile_lo = split * tiles_per_split
-        tile_hi = tl.minimum(tile_hi, tile_lo + tiles_per_split)
+        # split s takes tiles s, s + num_splits, ... of this tile's own keys (counted on the device from
+        # this sequence's length: a graph captured for the longest context still spreads a short one over
+        # all splits)
+        tile_lo = split
+        tile_step = num_splits
     tile_mid = tl.maximum(tl.minimum(unmasked_tiles, tile_hi), tile_lo)
 
     offs_m = tl.arange(0, BLOCK_M)
@@ -221,7 +239,6 @@ def _paged_attention_kernel(
     q = tl.load(q_ptr + token[:, None] * stride_q_token + q_head[:, None] * stride_q_head
                 + offs_d[None, :] * stride_q_dim, mask=row_mask, other=0.0)
 
-
     if SPLIT_K:
         if tile_lo >= tile_hi:  # no key for this split: weight 0 in the merge (partial left unwritten)
             lse_offset = split.to(tl.int64) * stride_pl_split
@@ -231,23 +248,24 @@ def _paged_attention_kernel(
 
     k_base = k_cache_ptr + kv_head * stride_k_head
     v_base = v_cache_ptr + kv_head * stride_v_head
-    block_table_row = block_tables_ptr + seq.to(tl.int64) * stride_bt_seq
     acc = tl.zeros([BLOCK_M, HEAD_DIM_PAD], dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
-    masked_lo = tile_mid  # ONE_LOOP: a single loop, masked from tile_mid on
-    if ONE_LOOP:
-        masked_lo = tile_lo
-    else:  # tiles before tile_mid need no mask: their own loop
-        acc, l_i, m_i = _attend_tiles(
-            acc, l_i, m_i, q, q_pos, k_base, v_base, block_table_row, tile_lo, tile_mid, tile_mid,
-            kv_end, stride_k_page, stride_k_slot, stride_k_dim, stride_v_page, stride_v_slot,
+    masked_lo = tile_lo  # ONE_LOOP: a single loop, masked from tile_mid on
+    if not ONE_LOOP:  # tiles before tile_mid need no mask: their own loop
+        acc, l_i, m_i, pages = _attend_tiles(
+            acc, l_i, m_i, q, q_pos, k_base, v_base, block_table_row, pages, tile_lo, tile_mid, tile_step,
+            tile_mid, kv_end, stride_k_page, stride_k_slot, stride_k_dim, stride_v_page, stride_v_slot,
             stride_v_dim, stride_bt_block, scale_log2, HEAD_DIM, HEAD_DIM_PAD, BLOCK_N, BLOCK_SIZE,
             False, False, DOT_PRECISION, PAGES_AHEAD,
         )
-    acc, l_i, m_i = _attend_tiles(
-        acc, l_i, m_i, q, q_pos, k_base, v_base, block_table_row, masked_lo, tile_hi, tile_mid,
-        kv_end, stride_k_page, stride_k_slot, stride_k_dim, stride_v_page, stride_v_slot,
+        masked_lo = tile_lo + tl.cdiv(tile_mid - tile_lo, tile_step) * tile_step  # first run tile >= tile_mid
+        if PAGES_AHEAD:  # read anew, not carried over from the first loop (carried: prefill 3-10% slower)
+            pages = _tile_pages(block_table_row, masked_lo, kv_end, stride_bt_block, BLOCK_N, BLOCK_SIZE,
+                                True)
+    acc, l_i, m_i, pages = _attend_tiles(
+        acc, l_i, m_i, q, q_pos, k_base, v_base, block_table_row, pages, masked_lo, tile_hi, tile_step,
+        tile_mid, kv_end, stride_k_page, stride_k_slot, stride_k_dim, stride_v_page, stride_v_slot,
         stride_v_dim, stride_bt_block, scale_log2, HEAD_DIM, HEAD_DIM_PAD, BLOCK_N, BLOCK_SIZE,
         True, ONE_LOOP, DOT_PRECISION, PAGES_AHEAD,
     )
@@ -352,7 +370,7 @@ def paged_attention_launch(
     _paged_attention_kernel[(num_programs, num_splits)](
         q, k_cache, v_cache, out, partial_out, partial_lse,
         query_start_loc, seq_lens, block_tables,
-        scale * _LOG2E, num_seqs, num_tiles, tiles_per_seq, num_splits,
+        scale * _LOG2E, num_seqs, num_tiles, tiles_per_seq, num_splits, block_tables.shape[1],
         *q.stride(), *k_cache.stride(), *v_cache.stride(), *out.stride(), *block_tables.stride(),
         *(partial_out.stride()[:3] if split_k else (0, 0, 0)),
         *(partial_lse.stride()[:2] if split_k else (0, 0)),

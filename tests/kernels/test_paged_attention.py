@@ -100,6 +100,11 @@ CASES = {
     "prefill-bs16-d64-gqa4-m256-ahead": ([70, 33], [0, 9], 16, 64, 4, None, Config(256, 64, 16, 16, 1, True)),
     "decode-bs4-d64-gqa4-oneloop": ([1, 1, 1], [60, 5, 33], 4, 64, 4, None,
                                     Config(16, 1, 16, 4, 1, one_loop=True)),
+    # split-K with pages ahead and one loop (the GPU's split-K decode tile), with two loops
+    "decode-bs4-d64-gqa4-split3-ahead-oneloop": ([1, 1, 1], [60, 5, 33], 4, 64, 4, 3,
+                                                 Config(16, 1, 16, 4, 1, True, one_loop=True)),
+    "mixed-bs1-d64-gqa4-split3-ahead": ([1, 9, 1, 5], [20, 11, 0, 3], 1, 64, 4, 3,
+                                        Config(16, 2, 16, 4, 1, True)),
 }
 
 
@@ -111,7 +116,7 @@ def test_matches_reference(case: str, dtype: torch.dtype) -> None:
     check(batch, dtype, num_splits, config)
 
 
-def test_split_runs_sized_per_sequence() -> None:
+def test_splits_sized_per_sequence() -> None:
     """A launch sized for a long context (as a CUDA graph is) on short ones: each sequence spreads its own
     keys over the splits, empty splits write no partial (stale scratch must not leak into the merge)."""
     batch = make_batch([1, 1, 3], [70, 2, 40], 4, 64, 4, torch.float32, num_pad_tokens=1)
