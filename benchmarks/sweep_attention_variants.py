@@ -46,16 +46,14 @@ def ahead(config: Config) -> Config:
 
 
 # (batch, context) -> [(label, config, num_splits)]
+AHEAD_BIG = [("n128 s2 ahead", ahead(one_loop(BIG128)), None), ("n64 s2 ahead", ahead(one_loop(BIG)), None)]
 DECODE = {
     (1, 32768): [(f"x{n}", one_loop(SPLIT), n) for n in (48, 96)],
     (16, 4096): [(f"x{n}", one_loop(SPLIT), n) for n in (5, 6)],
     (16, 1000): [],
-    (64, 4096): [("n128 s2 ahead", ahead(one_loop(BIG128)), None), ("n64 s3 ahead", one_loop(SPLIT), None),
-                 ("n64 s2 ahead", ahead(one_loop(BIG)), None)],
-    (256, 1024): [("n128 s2 ahead", ahead(one_loop(BIG128)), None), ("n64 s3 ahead", one_loop(SPLIT), None),
-                  ("n64 s2 ahead", ahead(one_loop(BIG)), None)],
-    (256, 4096): [("n128 s2 ahead", ahead(one_loop(BIG128)), None), ("n64 s3 ahead", one_loop(SPLIT), None),
-                  ("n64 s2 ahead", ahead(one_loop(BIG)), None)],
+    (64, 4096): [("n128 s2 ahead", ahead(one_loop(BIG128)), None), ("n64 s3 ahead", one_loop(SPLIT), None)],
+    (256, 1024): AHEAD_BIG,
+    (256, 4096): AHEAD_BIG,
 }
 PREFILL_BASE = Config(256, 36, 64, 16, 3, True)
 PREFILL = [

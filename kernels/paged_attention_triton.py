@@ -51,7 +51,13 @@ import triton
 import triton.language as tl
 from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
-from .paged_attention_config import AttentionConfig, num_sms, pick_config, pick_num_splits
+from .paged_attention_config import (
+    AttentionConfig,
+    merge_num_warps,
+    num_sms,
+    pick_config,
+    pick_num_splits,
+)
 from .paged_attention_split_triton import merge_splits_kernel, split_k_views
 from .pdl import pdl_enabled
 
@@ -386,6 +392,7 @@ def paged_attention_launch(
             out, partial_out, partial_lse, query_start_loc, num_seqs, num_splits,
             *out.stride(), *partial_out.stride()[:3], *partial_lse.stride()[:2],
             HEAD_DIM=head_dim, HEAD_DIM_PAD=head_dim_pad, SPLITS_PAD=triton.next_power_of_2(num_splits),
-            QUERY_FILTER=query_filter, USE_PDL=use_pdl, num_warps=4, launch_pdl=use_pdl,
+            QUERY_FILTER=query_filter, USE_PDL=use_pdl, num_warps=merge_num_warps(num_splits, head_dim_pad),
+            launch_pdl=use_pdl,
         )
     return out

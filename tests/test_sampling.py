@@ -51,6 +51,27 @@ def test_greedy_and_top_k_one_agree() -> None:
     assert greedy == top1 == logits.argmax(-1).tolist()
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_low_precision_logits_sample_as_their_fp32_upcast(dtype: torch.dtype) -> None:
+    """Greedy rows take the argmax of the model-dtype logits (no fp32 copy); it must equal the argmax of
+    the upcast, ties included (bf16 rounding makes many). Logprobs and penalties still run in fp32."""
+    sampler = Sampler(torch.device("cpu"))
+    logits = (torch.randn(64, 300, generator=torch.Generator().manual_seed(2)) * 3).to(dtype)
+    logits[:, 7] = logits.max(dim=-1).values  # a tie with the row's maximum, at a lower id in some rows
+    greedy = SamplingParams(temperature=0)
+    tokens, _ = sampler(logits, [row(greedy)] * 64)
+    assert tokens == logits.float().argmax(-1).tolist()
+    tokens, logprobs = sampler(logits, [row(SamplingParams(temperature=0, logprobs=2))] * 64)
+    expected = torch.log_softmax(logits.float(), -1)
+    assert tokens == logits.float().argmax(-1).tolist()
+    assert logprobs[5].logprob == pytest.approx(expected[5, tokens[5]].item(), abs=1e-6)
+    penalized = SamplingParams(temperature=0, repetition_penalty=1.5)
+    seen = [tokens[0]]
+    tokens, _ = sampler(logits[:1], [row(penalized, seen, num_prompt=1)])
+    reference, _ = sampler(logits[:1].float(), [row(penalized, seen, num_prompt=1)])
+    assert tokens == reference != seen
+
+
 def test_top_p_keeps_only_the_nucleus() -> None:
     sampler = Sampler(torch.device("cpu"))
     probs = torch.tensor([0.5, 0.3, 0.15, 0.05])

@@ -121,8 +121,8 @@ class Qwen2ForCausalLM(nn.Module):
         return self.model(input_ids, positions)
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """hidden: [N, H] -> logits [N, V] in fp32."""
-        return self.lm_head(hidden).float()
+        """hidden: [N, H] -> logits [N, V] in the model's dtype (the sampler upcasts when it needs to)."""
+        return self.lm_head(hidden)
 
     def attention_layers(self) -> list[Attention]:
         return [layer.self_attn.attn for layer in self.model.layers]

@@ -92,7 +92,8 @@ class QwenMultimodalForCausalLM(nn.Module):
         return self.model(input_ids, positions, inputs_embeds=embeddings)
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.lm_head(hidden).float()
+        """hidden: [N, H] -> logits [N, V] in the model's dtype (the sampler upcasts when it needs to)."""
+        return self.lm_head(hidden)
 
     def attention_layers(self):
         return [layer.self_attn.attn for layer in self.model.layers]

@@ -56,7 +56,7 @@ def profile_step(runner) -> None:
     input_ids, positions, metadata, _ = runner._device_inputs(runner._build_batch({"profile": num_tokens}))
     with forward_context(runner._forward_context(metadata)):
         hidden = runner.model(input_ids, positions)
-    runner.model.compute_logits(hidden[:num_rows])
+    runner.model.compute_logits(hidden[:num_rows]).float()  # + the sampler's fp32 copy (random rows)
     del hidden
     profile_encoders(runner)
     del runner.states["profile"]

@@ -1,5 +1,10 @@
 """`Sampler`: logits of the rows that produce a token this step -> token ids (+ logprobs), on device.
 
+Logits come in the model's dtype. A batch of greedy rows (no logprobs, no penalties) takes its argmax
+there (exact: bf16 and fp16 widen to fp32 losslessly, ties still go to the lowest id), which saves writing
+and re-reading an fp32 copy of [N, V] (batch 256 of a 152k vocab: 156 MB, about 0.15 ms on an H200);
+anything else first upcasts to fp32.
+
 Order of operations per row (N rows, V vocab):
   raw logprobs (if asked)  <- log_softmax of the model's logits, before any processing
   penalties                <- repetition (prompt + output), presence and frequency (output only)
@@ -82,12 +87,16 @@ class Sampler:
     def __call__(
         self, logits: torch.Tensor, rows: list[SamplingRow]
     ) -> tuple[list[int], list[TokenLogprob | None]]:
-        """logits: [N, V] fp32 -> (token ids, logprobs per row), on the host (waits for the device)."""
+        """logits: [N, V] (any float dtype) -> (token ids, logprobs per row), on the host (waits for the
+        device)."""
         return self.sample(logits, rows).to_lists()
 
     def sample(self, logits: torch.Tensor, rows: list[SamplingRow]) -> SampledTokens:
-        """logits: [N, V] fp32 -> the sampled tokens on the device (no host sync)."""
+        """logits: [N, V] (any float dtype) -> the sampled tokens on the device (no host sync)."""
         num_logprobs = [row.params.logprobs for row in rows]
+        exact_argmax = all(row.params.greedy and not row.params.needs_penalties for row in rows)
+        if not exact_argmax or any(k is not None for k in num_logprobs):
+            logits = logits.float()
         raw_logprobs = torch.log_softmax(logits, dim=-1) if any(k is not None for k in num_logprobs) else None
 
         if any(row.params.needs_penalties for row in rows):

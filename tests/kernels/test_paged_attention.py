@@ -193,6 +193,9 @@ def test_gpu_tile_choices() -> None:
     assert (wide.block_n, wide.num_stages, wide.pages_ahead) == (32, 2, False)
     assert not pick(1, 7, 128, fp32, 4 / 132, on_gpu=True).pages_ahead
     assert not pick(4096, 7, 128, bf16, 0.0, on_gpu=False).pages_ahead  # the interpreter's own tiles
+    # split-K merge: small programs for few splits (latency-bound), 4 warps for many
+    merge_warps = triton_attention.merge_num_warps
+    assert [merge_warps(n, 128) for n in (2, 4, 5, 8, 16, 64)] == [1, 1, 2, 2, 4, 4]
 
 
 @pytest.mark.gpu
