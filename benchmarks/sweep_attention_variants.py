@@ -51,6 +51,9 @@ DECODE = {
     (1, 32768): [(f"x{n}", one_loop(SPLIT), n) for n in (48, 96)],
     (16, 4096): [(f"x{n}", one_loop(SPLIT), n) for n in (5, 6)],
     (16, 1000): [],
+    # 1 to 2 programs per SM: two splits below 1.5 (SPLIT_BELOW_PROGRAMS_PER_SM), none from there on
+    **{(batch, 4096): [("unsplit n128 s2", one_loop(BIG128), 1), ("x2", one_loop(SPLIT), 2),
+                       ("x3", one_loop(SPLIT), 3)] for batch in (33, 40, 48, 56)},
     (64, 4096): [("n128 s2 ahead", ahead(one_loop(BIG128)), None), ("n64 s3 ahead", one_loop(SPLIT), None)],
     (256, 1024): AHEAD_BIG,
     (256, 4096): AHEAD_BIG,

@@ -13,6 +13,10 @@ import triton
 MAX_SPLITS = 64
 MIN_TILES_PER_SPLIT = 4
 SPLIT_PROGRAMS_PER_SM = 2  # split-K aims for this many programs per SM
+# decode grids of fewer programs than this per SM split (at least in two): one or 1.5 programs per SM leave
+# each SM streaming with too few tiles in flight (H200, Hkv 4, 4096 keys: batch 33 3.03 TB/s unsplit,
+# 3.82 in two splits; batch 48 3.79 / 3.93; batch 56 4.09 / 3.15: 1.7 waves of split programs)
+SPLIT_BELOW_PROGRAMS_PER_SM = 1.5
 
 
 @dataclass(frozen=True)
@@ -50,8 +54,8 @@ def pick_config(
         block_m = max(16, group_rows)
         if not on_gpu:
             return AttentionConfig(block_m, 1, 32, 4, 1)
-        if decode_programs_per_sm < 1 and not wide_rows:
-            # split-K (fewer programs than SMs): each program streams a long run of tiles, two in flight
+        if decode_programs_per_sm < SPLIT_BELOW_PROGRAMS_PER_SM and not wide_rows:
+            # split-K (pick_num_splits): each program streams a long run of tiles, two in flight
             return AttentionConfig(block_m, 1, 64, 4, 3, pages_ahead=True, one_loop=True)
         # 128-key tiles stream best until the grid has several programs per SM; then 64-key tiles (three
         # per SM) balance better
@@ -88,16 +92,16 @@ def num_sms(device: torch.device) -> int:
 
 
 def pick_num_splits(num_programs: int, max_seq_len: int, block_n: int, num_sms: int) -> int:
-    """Split the context only when the grid would leave SMs idle: at most SPLIT_PROGRAMS_PER_SM programs per
-    SM, each with at least MIN_TILES_PER_SPLIT KV tiles of the longest context. Fewer, longer runs beat
-    more, shorter ones once each program keeps two tiles in flight (H200, 16x4096: 4 splits 3.32 TB/s,
-    8 splits 2.70; kernels_sweep.md)."""
+    """Split the context only when the grid would leave SMs short of work (fewer than
+    SPLIT_BELOW_PROGRAMS_PER_SM programs per SM): into enough splits for SPLIT_PROGRAMS_PER_SM programs per
+    SM, at least two, at most MAX_SPLITS, each with at least MIN_TILES_PER_SPLIT KV tiles of the longest
+    context. Fewer, longer runs beat more, shorter ones once each program keeps two tiles in flight (H200,
+    16x4096: 4 splits 3.32 TB/s, 8 splits 2.70; kernels_sweep.md)."""
     kv_tiles = triton.cdiv(max_seq_len, block_n)
-    if num_programs >= num_sms or kv_tiles < 2 * MIN_TILES_PER_SPLIT:
+    if num_programs >= SPLIT_BELOW_PROGRAMS_PER_SM * num_sms or kv_tiles < 2 * MIN_TILES_PER_SPLIT:
         return 1
-    wanted = SPLIT_PROGRAMS_PER_SM * num_sms // num_programs
+    wanted = max(2, SPLIT_PROGRAMS_PER_SM * num_sms // num_programs)
     return max(1, min(wanted, kv_tiles // MIN_TILES_PER_SPLIT, MAX_SPLITS))
-
 
 def merge_num_warps(num_splits: int, head_dim_pad: int) -> int:
     """Warps of a split-K merge program (one (token, head): splits x head_dim fp32 values): about 16 values

@@ -165,6 +165,10 @@ def test_split_decision_only_for_idle_sms() -> None:
     assert pick(num_programs=64, max_seq_len=64, block_n=64, num_sms=132) == 1  # too short to split
     assert pick(num_programs=4, max_seq_len=32768, block_n=64, num_sms=132) == 64  # one long sequence
     assert 1 < pick(num_programs=64, max_seq_len=4096, block_n=64, num_sms=132) <= 16
+    # 1 to 1.5 programs per SM: two splits (batch 33 to 49 of 4 KV heads); from 1.5 on, none
+    assert pick(num_programs=132, max_seq_len=4096, block_n=64, num_sms=132) == 2
+    assert pick(num_programs=196, max_seq_len=4096, block_n=64, num_sms=132) == 2
+    assert pick(num_programs=200, max_seq_len=4096, block_n=64, num_sms=132) == 1
 
 
 def test_gpu_tile_choices() -> None:
@@ -181,9 +185,10 @@ def test_gpu_tile_choices() -> None:
     assert prefill.pages_ahead and not prefill.one_loop
     chunk_128_rows = pick(18, 7, 128, bf16, 0.0, on_gpu=True)  # 126 rows
     assert (chunk_128_rows.block_m, chunk_128_rows.block_q, chunk_128_rows.num_warps) == (128, 18, 8)
-    split_decode = pick(1, 7, 128, bf16, decode_programs_per_sm=4 / 132, on_gpu=True)
-    assert (split_decode.block_n, split_decode.num_stages, split_decode.pages_ahead) == (64, 3, True)
-    assert split_decode.one_loop
+    for programs_per_sm in (4 / 132, 192 / 132):  # split-K decodes
+        split_decode = pick(1, 7, 128, bf16, programs_per_sm, on_gpu=True)
+        assert (split_decode.block_n, split_decode.num_stages, split_decode.pages_ahead) == (64, 3, True)
+        assert split_decode.one_loop
     for programs_per_sm, block_n in ((256 / 132, 128), (1024 / 132, 64)):
         big_decode = pick(1, 7, 128, bf16, programs_per_sm, on_gpu=True)
         assert (big_decode.block_n, big_decode.num_stages, big_decode.pages_ahead) == (block_n, 2, False)
