@@ -2,10 +2,12 @@
 
     python benchmarks/sweep_attention_variants.py [--prefill-only | --decode-only]
 
-Variants of `AttentionConfig`: `one_loop` (one KV loop, the causal mask from the first masked tile on),
-split counts, tile widths and stages. Decode: TB/s of K+V from CUDA-graph replays over input copies, plus a
-ragged context (1000 keys: every program ends on a partly masked tile, as in the engine); prefill: causal
-TFLOP/s (do_bench medians). Every variant is checked against SDPA first.
+Variants of `AttentionConfig` (split counts, tile widths, stages, page ids ahead), at the anchor shapes and
+at 33 to 56 sequences of 4096 keys (1 to 2 programs per SM, where the split decision turns). Decode: TB/s
+of K+V from CUDA-graph replays over input copies, plus a 1000-key context (the last tile partly masked, as
+in the engine), and the GPU time per call of each kernel (attention, merge; SDPA's kernels) from
+torch.profiler over the same graph; prefill: causal TFLOP/s (do_bench medians). Every variant is checked
+against SDPA first.
 """
 
 from __future__ import annotations
