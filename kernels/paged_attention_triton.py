@@ -88,10 +88,10 @@ def _attend_tiles(
     CAUSAL: tl.constexpr, MASK_FROM: tl.constexpr, DOT_PRECISION: tl.constexpr, PAGES_AHEAD: tl.constexpr,
 ):
     """Online softmax over KV tiles tile_lo, tile_lo + tile_step, ... < tile_hi (tile_step > 1: a split
-    of split-K). `pages`: the page ids of tile_lo (PAGES_AHEAD; unused otherwise), returned as those of the
-    tile after the last. CAUSAL=False only for tiles whose keys all lie at or before every row's query
-    position (no key or causal mask needed); CAUSAL=True masks keys past kv_end in the loads and applies
-    the causal mask, to every tile or (MASK_FROM) to tiles from `mask_from` on.
+    of split-K). `pages`: the page ids of tile_lo (PAGES_AHEAD; unused otherwise). CAUSAL=False only for
+    tiles whose keys all lie at or before every row's query position (no key or causal mask needed);
+    CAUSAL=True masks keys past kv_end in the loads and applies the causal mask, to every tile or
+    (MASK_FROM) to tiles from `mask_from` on.
 
     PAGES_AHEAD: each tile's page ids are read one iteration ahead and carried into the next. K/V
     addresses then depend on no load of their own iteration, and Triton's pipeliner keeps
@@ -147,7 +147,7 @@ def _attend_tiles(
         l_i = l_i * alpha + tl.sum(p, 1)
         acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None], input_precision=DOT_PRECISION)  # in-place MMA
         m_i = m_new
-    return acc, l_i, m_i, pages
+    return acc, l_i, m_i
 
 
 @triton.jit
@@ -259,17 +259,17 @@ def _paged_attention_kernel(
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     masked_lo = tile_lo  # ONE_LOOP: a single loop, masked from tile_mid on
     if not ONE_LOOP:  # tiles before tile_mid need no mask: their own loop
-        acc, l_i, m_i, pages = _attend_tiles(
+        acc, l_i, m_i = _attend_tiles(
             acc, l_i, m_i, q, q_pos, k_base, v_base, block_table_row, pages, tile_lo, tile_mid, tile_step,
             tile_mid, kv_end, stride_k_page, stride_k_slot, stride_k_dim, stride_v_page, stride_v_slot,
             stride_v_dim, stride_bt_block, scale_log2, HEAD_DIM, HEAD_DIM_PAD, BLOCK_N, BLOCK_SIZE,
             False, False, DOT_PRECISION, PAGES_AHEAD,
         )
         masked_lo = tile_lo + tl.cdiv(tile_mid - tile_lo, tile_step) * tile_step  # first run tile >= tile_mid
-        if PAGES_AHEAD:  # read anew, not carried over from the first loop (carried: prefill 3-10% slower)
+        if PAGES_AHEAD:  # the masked loop's first ids (carrying the first loop's: prefill 3-12% slower)
             pages = _tile_pages(block_table_row, masked_lo, kv_end, stride_bt_block, BLOCK_N, BLOCK_SIZE,
                                 True)
-    acc, l_i, m_i, pages = _attend_tiles(
+    acc, l_i, m_i = _attend_tiles(
         acc, l_i, m_i, q, q_pos, k_base, v_base, block_table_row, pages, masked_lo, tile_hi, tile_step,
         tile_mid, kv_end, stride_k_page, stride_k_slot, stride_k_dim, stride_v_page, stride_v_slot,
         stride_v_dim, stride_bt_block, scale_log2, HEAD_DIM, HEAD_DIM_PAD, BLOCK_N, BLOCK_SIZE,

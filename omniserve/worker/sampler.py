@@ -94,10 +94,10 @@ class Sampler:
     def sample(self, logits: torch.Tensor, rows: list[SamplingRow]) -> SampledTokens:
         """logits: [N, V] (any float dtype) -> the sampled tokens on the device (no host sync)."""
         num_logprobs = [row.params.logprobs for row in rows]
-        exact_argmax = all(row.params.greedy and not row.params.needs_penalties for row in rows)
-        if not exact_argmax or any(k is not None for k in num_logprobs):
-            logits = logits.float()
-        raw_logprobs = torch.log_softmax(logits, dim=-1) if any(k is not None for k in num_logprobs) else None
+        wants_logprobs = any(k is not None for k in num_logprobs)
+        if wants_logprobs or not all(row.params.greedy and not row.params.needs_penalties for row in rows):
+            logits = logits.float()  # only a plain greedy batch takes its argmax in the model's dtype
+        raw_logprobs = torch.log_softmax(logits, dim=-1) if wants_logprobs else None
 
         if any(row.params.needs_penalties for row in rows):
             logits = self._apply_penalties(logits, rows)
