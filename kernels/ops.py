@@ -1,7 +1,8 @@
 """Ops of the decoder picked by device: Triton kernels on CUDA, the torch references elsewhere.
 
 Models call these; the choice follows the tensor's device (and, for projections, the row count: the Triton
-skinny GEMM serves decode-sized batches, cuBLAS the rest; OMNISERVE_SKINNY_GEMM=0 turns it off).
+skinny GEMM serves decode-sized batches, the Triton tiled GEMM the MLP's gate|up at 17-64 rows, cuBLAS the
+rest; OMNISERVE_SKINNY_GEMM=0 turns both Triton GEMMs off).
 Attention has its own backends (omniserve/attention/backend.py) because it also owns per-step planning.
 """
 
@@ -51,10 +52,23 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     return linear_torch(x, weight, bias)
 
 
+def _tiled_gated(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Mid-sized rows on CUDA where the fused Triton tiled gate|up beats cuBLAS (kernels/gemm_triton.py)."""
+    if not (x.is_cuda and x.dim() == 2 and envs.skinny_gemm()):
+        return False
+    from omniserve.kernels.gemm_triton import serves_gated, tma_compatible
+
+    return serves_gated(x.shape[0]) and tma_compatible(x) and tma_compatible(weight)
+
+
 def linear_silu_mul(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """x [M, K], weight [2I, K] (gate | up) -> silu(x W_g^T) * (x W_u^T) [M, I]."""
     if _skinny(x, weight.shape[0] // 2):
         from omniserve.kernels.linear_triton import linear_silu_mul_triton
 
         return linear_silu_mul_triton(x, weight)
+    if _tiled_gated(x, weight):
+        from omniserve.kernels.gemm_triton import gemm_silu_mul_triton
+
+        return gemm_silu_mul_triton(x, weight)
     return silu_and_mul(linear_torch(x, weight))
