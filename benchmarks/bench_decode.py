@@ -6,7 +6,8 @@ Model: `qwen2.5-7b` shapes (../shared/notes/gpu-anchors.md) with random bf16 wei
 Each batch: B prompts of 512 random tokens, 128 new tokens each (EOS ignored), all submitted at once.
 Reported per batch: transformers tok/s (static batch), omniserve tok/s (B*128 / wall time of all steps, the
 prefill included), omniserve decode-only tok/s (steps after the first token), and the bandwidth floor:
-weights + KV bytes read per decode step over the measured copy bandwidth (anchor: 4.23 TB/s).
+weights + KV bytes read per decode step over the measured copy bandwidth (anchor: 4.23 TB/s). The json also
+keeps each run's Python garbage-collector passes (per generation) and their total time.
 """
 
 from __future__ import annotations
@@ -106,6 +107,29 @@ def run_hf(path: str, batches: list[int]) -> dict[int, float]:
     return results
 
 
+class GcTimer:
+    """Python garbage-collector passes and their wall time, per generation, while `active`."""
+
+    def __init__(self) -> None:
+        self.active = False
+        self.count = [0, 0, 0]
+        self.seconds = [0.0, 0.0, 0.0]
+        self._started = 0.0
+        gc.callbacks.append(self._callback)
+
+    def _callback(self, phase: str, info: dict) -> None:
+        if not self.active:
+            return
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.count[info["generation"]] += 1
+            self.seconds[info["generation"]] += time.perf_counter() - self._started
+
+    def reset(self) -> None:
+        self.count, self.seconds = [0, 0, 0], [0.0, 0.0, 0.0]
+
+
 def run_engine(
     path: str, batches: list[int], num_kv_blocks: int, async_scheduling: str = "auto"
 ) -> dict[int, dict[str, float]]:
@@ -129,6 +153,8 @@ def run_engine(
     print(
         f"engine start (load dummy weights, capture graphs): {time.perf_counter() - start:.1f} s", flush=True
     )
+    print(f"gc: {len(gc.get_objects())} tracked objects after engine start", flush=True)
+    gc_timer = GcTimer()
     params = SamplingParams(temperature=0.0, max_tokens=NEW_TOKENS, ignore_eos=True)
     results = {}
     counter = 0
@@ -143,6 +169,8 @@ def run_engine(
         start = time.perf_counter()
         first_token_at, steps, produced, started = None, 0, 0, set()
         produced_before_decode = 0
+        gc_timer.reset()
+        gc_timer.active = True
         while engine.has_unfinished_requests():
             outputs = engine.step()
             steps += 1
@@ -151,12 +179,15 @@ def run_engine(
             if first_token_at is None and len(started) == batch:  # every prompt prefilled: decode from here
                 first_token_at, produced_before_decode = time.perf_counter(), produced
         total = time.perf_counter() - start
+        gc_timer.active = False
         assert produced == batch * NEW_TOKENS, (produced, batch)
         results[batch] = {  # the second (warm) run of each batch overwrites the first
             "tok_s": batch * NEW_TOKENS / total,
             "decode_tok_s": (produced - produced_before_decode) / (total - (first_token_at - start)),
             "prefill_s": first_token_at - start,
             "steps": steps,
+            "gc_collections": list(gc_timer.count),  # per generation, during this run
+            "gc_ms": round(1e3 * sum(gc_timer.seconds), 2),
         }
         print(f"omniserve batch {batch}: {results[batch]}", flush=True)
     return results
