@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import pytest
 import torch
-from kernel_testing import DEVICE, DTYPES, ON_GPU, assert_close, import_kernel
+from kernel_testing import (
+    DEVICE,
+    DTYPES,
+    ON_GPU,
+    check_gated_projection,
+    check_projection,
+    import_kernel,
+    projection_inputs,
+)
 
-reference = import_kernel("linear")
 gemm = import_kernel("gemm_triton")
 
 # (M, N, K): M and N not multiples of the tiles; K a multiple of BLOCK_K and not (TMA reads the tail as zero)
@@ -14,47 +21,23 @@ SHAPES = [(17, 48, 64), (37, 100, 96), (64, 40, 160), (20, 16, 40)]
 CONFIGS = [None, gemm.GemmConfig(32, 32, 32, 4, 2)]
 
 
-def _inputs(m: int, n: int, k: int, dtype: torch.dtype, seed: int):
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(m, k + 8, generator=gen)[:, :k]  # rows strided (16-byte aligned, as TMA needs)
-    weight = torch.randn(n, k, generator=gen) / k**0.5
-    bias = torch.randn(n, generator=gen)
-    return x.to(dtype).to(DEVICE), weight.to(dtype).to(DEVICE), bias.to(dtype).to(DEVICE)
-
-
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 @pytest.mark.parametrize("with_bias", [False, True])
 @pytest.mark.parametrize("config", CONFIGS, ids=str)
 def test_gemm_matches_reference(shape, dtype, with_bias, config) -> None:
-    m, n, k = shape
-    x, weight, bias = _inputs(m, n, k, dtype, seed=m * n + k)
-    bias = bias if with_bias else None
-    expected = reference.linear_torch(x.float(), weight.float(), None if bias is None else bias.float())
-    out = torch.full((m, n), float("nan"), dtype=dtype, device=DEVICE)
-    result = gemm.gemm_triton(x, weight, bias, config=config, out=out)
-    assert result.data_ptr() == out.data_ptr() and result.dtype == dtype
-    assert_close(result, expected, dtype)
+    check_projection(gemm.gemm_triton, shape, dtype, with_bias, config, column_offset=0)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 @pytest.mark.parametrize("config", CONFIGS, ids=str)
 def test_gemm_silu_mul_matches_reference(shape, dtype, config) -> None:
-    m, inter, k = shape
-    x, weight, _ = _inputs(m, 2 * inter, k, dtype, seed=m + inter * k)
-    # the reference on the same rounded inputs, the intermediate rounded to dtype as the unfused path does
-    gate_up = reference.linear_torch(x.float(), weight.float()).to(dtype)
-    expected = reference.linear_silu_mul_torch(x.float(), weight.float()) if dtype == torch.float32 else (
-        torch.nn.functional.silu(gate_up[:, :inter]) * gate_up[:, inter:])
-    out = torch.full((m, inter), float("nan"), dtype=dtype, device=DEVICE)
-    result = gemm.gemm_silu_mul_triton(x, weight, config=config, out=out)
-    assert result.shape == (m, inter)
-    assert_close(result, expected, dtype)
+    check_gated_projection(gemm.gemm_silu_mul_triton, shape, dtype, config, column_offset=0)
 
 
 def test_inputs_unfit_for_tma_are_refused() -> None:
-    x, weight, _ = _inputs(20, 16, 32, torch.float16, seed=0)
+    x, weight, _ = projection_inputs(20, 16, 32, torch.float16, seed=0, column_offset=0)
     shifted = torch.empty(20, 33, dtype=torch.float16, device=DEVICE)[:, 1:]  # base 2 bytes off alignment
     shifted.copy_(x)
     assert gemm.tma_compatible(x) and not gemm.tma_compatible(shifted) and not gemm.tma_compatible(x.t())
@@ -74,7 +57,7 @@ def test_ops_route_mid_sized_gate_up_to_the_tiled_kernel(monkeypatch) -> None:
     """`ops.linear_silu_mul` at 17-64 rows runs the tiled kernel (bit-identical to calling it), and its result
     matches cuBLAS + silu_and_mul; OMNISERVE_SKINNY_GEMM=0 gives cuBLAS's."""
     ops = import_kernel("ops")
-    x, weight, _ = _inputs(40, 2 * 96, 128, torch.bfloat16, seed=5)
+    x, weight, _ = projection_inputs(40, 2 * 96, 128, torch.bfloat16, seed=5, column_offset=0)
     routed = ops.linear_silu_mul(x, weight)
     assert torch.equal(routed, gemm.gemm_silu_mul_triton(x, weight))
     monkeypatch.setenv("OMNISERVE_SKINNY_GEMM", "0")
