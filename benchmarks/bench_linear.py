@@ -1,13 +1,14 @@
 """GPU benchmark of the decoder projections at decode-sized batches: Triton skinny GEMM vs cuBLAS.
 
-    python benchmarks/bench_linear.py [--out benchmarks/results/] [--sweep] [--rows 1 4 16]
+    python benchmarks/bench_linear.py [--out DIR] [--sweep [--sweep-rows 1 16]] [--rows 1 4 16]
 
 qwen2.5-7b shapes (bf16): qkv (with bias), o_proj, gate_up (Triton: fused SiLU-and-mul; cuBLAS: GEMM +
 our silu_and_mul kernel, as the engine ran before), down, lm_head. A projection at M <= 16 is a pass over
 its weight bytes, so the floor is weight bytes / copy bandwidth (4.23 TB/s on the H200,
 ../shared/notes/gpu-anchors.md); TB/s = weight bytes / time. Each timing replays one CUDA graph that cycles
 over weight copies (>= 512 MiB together, so nothing stays in the 60 MB L2), as consecutive layers do.
-`--sweep` times tile configs at M = 1 (block_n x block_k x warps x stages). `--pdl` times a decode-like chain
+`--sweep` times tile configs at the `--sweep-rows` row counts (default M = 1; block_n x block_k x warps x
+stages). `--pdl` times a decode-like chain
 (RMSNorm -> projection, per weight copy) with programmatic dependent launch off and on (kernels/pdl.py).
 Writes linear.json / linear.md.
 """
@@ -51,7 +52,7 @@ class Projection:
         self.bias = torch.randn(n, device="cuda", dtype=torch.bfloat16) if has_bias else None
         self.x = torch.randn(rows, k, device="cuda", dtype=torch.bfloat16)
         self.config = linear.pick_linear_config(n // 2 if self.silu_mul else n, k,
-                                               linear.num_sms(self.x.device), self.silu_mul)
+                                               linear.num_sms(self.x.device), self.silu_mul, num_rows=rows)
 
     def triton_fns(self, config=None) -> list:
         if self.silu_mul:
@@ -73,9 +74,9 @@ class Projection:
         return self.weight_bytes / (ms * 1e-3) / 1e12
 
 
-def bench(rows_list: list[int], sweep: bool) -> tuple[list[dict], list[dict]]:
+def bench(rows_list: list[int], sweep_rows_list: list[int], shapes: list[str]) -> tuple[list, list]:
     results, sweep_rows = [], []
-    for name in SHAPES:
+    for name in shapes:
         for rows in rows_list:
             proj = Projection(name, rows)
             error = proj.rel_error()
@@ -89,7 +90,7 @@ def bench(rows_list: list[int], sweep: bool) -> tuple[list[dict], list[dict]]:
                        config=str(proj.config))
             results.append(row)
             print(row, flush=True)
-            if sweep and rows == 1:
+            if rows in sweep_rows_list:
                 for config in SWEEP:
                     try:
                         ms = graph_ms(proj.triton_fns(config), rounds=5, replays=5)
@@ -144,12 +145,13 @@ def markdown(env: dict, results: list[dict], sweep_rows: list[dict], pdl_rows: l
               f"{r['cublas_us']:.1f} | {r['floor_us']:.1f} | {r['ours_tbps']:.2f} | {r['cublas_tbps']:.2f} | "
               f"{r['floor_us'] / r['ours_us']:.0%} | {r['engine']} | {r['rel_error']:.1e} |" for r in results]
     if sweep_rows:
-        best: dict[str, dict] = {}
+        best: dict[tuple[str, int], dict] = {}
         for r in sweep_rows:
-            if r["shape"] not in best or r["us"] < best[r["shape"]]["us"]:
-                best[r["shape"]] = r
-        lines += ["", "| projection (M = 1) | best sweep config | us | TB/s |", "| --- | --- | --- | --- |"]
-        lines += [f"| {r['shape']} | {r['config']} | {r['us']:.1f} | {r['tbps']:.2f} |"
+            key = (r["shape"], r["rows"])
+            if key not in best or r["us"] < best[key]["us"]:
+                best[key] = r
+        lines += ["", "| projection | M | best sweep config | us | TB/s |", "| --- | --- | --- | --- | --- |"]
+        lines += [f"| {r['shape']} | {r['rows']} | {r['config']} | {r['us']:.1f} | {r['tbps']:.2f} |"
                   for r in best.values()]
     if pdl_rows:
         lines += ["", "| chain RMSNorm + projection (M = 1), us per pair | PDL off | PDL on |",
@@ -161,14 +163,16 @@ def markdown(env: dict, results: list[dict], sweep_rows: list[dict], pdl_rows: l
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
-    parser.add_argument("--sweep", action="store_true", help="also time tile configs at M = 1")
+    parser.add_argument("--sweep", action="store_true", help="also time tile configs (at --sweep-rows)")
+    parser.add_argument("--sweep-rows", type=int, nargs="+", default=[1])
+    parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     parser.add_argument("--rows", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--pdl", action="store_true", help="time RMSNorm -> projection chains, PDL off/on")
     parser.add_argument("--commit", default=None, help="commit to record (default: git describe here)")
     args = parser.parse_args()
     torch.manual_seed(0)
     env = environment(args.commit or git_commit())
-    results, sweep_rows = bench(args.rows, args.sweep)
+    results, sweep_rows = bench(args.rows, args.sweep_rows if args.sweep else [], args.shapes)
     pdl_rows = bench_pdl() if args.pdl else []
     args.out.mkdir(parents=True, exist_ok=True)
     record = dict(environment=env, results=results, sweep=sweep_rows, pdl=pdl_rows)

@@ -112,19 +112,29 @@ def serves(num_rows: int, num_cols: int, num_sms: int) -> bool:
 
 
 def pick_linear_config(num_cols: int, in_features: int, num_sms: int, silu_mul: bool = False,
-                       on_gpu: bool = True) -> LinearConfig:
-    """Measured on an H200 (benchmarks/bench_linear.py --sweep, qwen2.5-7b projections, M = 1).
+                       on_gpu: bool = True, num_rows: int = 1) -> LinearConfig:
+    """Measured on an H200 (benchmarks/bench_linear.py --sweep --sweep-rows 1 4 8 12 16, qwen2.5-7b
+    projections; benchmarks/results/linear.md).
 
     A weight small enough for one wave gets the narrowest slab that still fits one program per SM, so no
-    SM runs a second program after the others finish; each program keeps ~96-128 KB of loads in flight.
-    Wider weights (gate|up, lm_head) run many waves of 32-column programs; the gated variant streams two
-    slabs, so it halves BLOCK_K to keep the same bytes per stage."""
+    SM runs a second program after the others finish; each program keeps ~96-144 KB of loads in flight:
+    256-deep K steps, 6 stages (32-column slabs), except at 16 rows (a multiple of 16, as decode graphs of
+    9-16 requests pad to), where those ran 10-14% slower than 512-deep steps in 3 stages (down: 40.6 vs
+    35.8 us, o_proj 9.9 vs 9.0; at 1-12 rows the 256-deep steps win by 2-5%). 64-column slabs would get
+    only 2 such stages (qkv at 16 rows: 17.0 us against 10.6), so they keep 256-deep steps. Wider weights
+    (gate|up, lm_head) run many waves of 32-column programs; the gated variant streams two slabs, so it
+    halves BLOCK_K to keep the same bytes per stage, and runs 3 stages (6-9% faster than 4 at 1-16
+    rows)."""
     if not on_gpu:
         return LinearConfig(16, 32, 4, 1)
     if num_cols <= 64 * num_sms:
         block_n = min(64, max(16, triton.next_power_of_2(triton.cdiv(num_cols, num_sms))))
+        if num_rows % 16 == 0 and block_n <= 32:
+            return LinearConfig(block_n, 512, 4, 3)
         return LinearConfig(block_n, 256, 4, 6 if block_n <= 32 else 4)
-    return LinearConfig(32, 128 if silu_mul else 256, 4, 4)
+    if silu_mul:
+        return LinearConfig(32, 128, 4, 3)
+    return LinearConfig(32, 256, 4, 4)
 
 
 def _launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, out: torch.Tensor,
@@ -135,7 +145,7 @@ def _launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, ou
     if num_rows > MAX_ROWS:
         raise ValueError(f"skinny GEMM serves at most {MAX_ROWS} rows, got {num_rows}")
     if config is None:
-        config = pick_linear_config(num_cols, in_features, num_sms(x.device), silu_mul, x.is_cuda)
+        config = pick_linear_config(num_cols, in_features, num_sms(x.device), silu_mul, x.is_cuda, num_rows)
     block_k = min(config.block_k, max(16, triton.next_power_of_2(in_features)))
     # one stage holds an x tile and one (two, gated) weight tiles; wide dtypes get fewer stages
     stage_bytes = (16 + config.block_n * (2 if silu_mul else 1)) * block_k * x.element_size()

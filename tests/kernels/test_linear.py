@@ -51,6 +51,10 @@ def test_configs_fit_one_wave_or_use_32_column_programs() -> None:
     plain = triton_linear.pick_linear_config(152064, 3584, sms)
     assert gated.block_n == plain.block_n == 32 and gated.block_k == plain.block_k // 2
     assert triton_linear.pick_linear_config(3584, 3584, sms, on_gpu=False).num_stages == 1
+    # 16 rows (decode graphs of 9-16 requests): deeper K steps, fewer stages, the same bytes in flight
+    o_proj_16 = triton_linear.pick_linear_config(3584, 3584, sms, num_rows=16)
+    assert o_proj_16.block_n == o_proj.block_n and o_proj_16.block_k == 2 * o_proj.block_k
+    assert o_proj_16.block_k * o_proj_16.num_stages == o_proj.block_k * o_proj.num_stages
 
 
 def test_pdl_is_off_on_cpu_and_for_big_launches(monkeypatch) -> None:
