@@ -118,7 +118,7 @@ def pick_linear_config(num_cols: int, in_features: int, num_sms: int, silu_mul: 
 
     A weight small enough for one wave gets the narrowest slab that still fits one program per SM, so no
     SM runs a second program after the others finish; each program keeps ~96-144 KB of loads in flight:
-    256-deep K steps, 6 stages (32-column slabs), except at 16 rows (a multiple of 16, as decode graphs of
+    256-deep K steps, 6 stages (32-column slabs), except at 16 rows (MAX_ROWS, which decode graphs of
     9-16 requests pad to), where those ran 10-14% slower than 512-deep steps in 3 stages (down: 40.6 vs
     35.8 us, o_proj 9.9 vs 9.0; at 1-12 rows the 256-deep steps win by 2-5%). 64-column slabs would get
     only 2 such stages (qkv at 16 rows: 17.0 us against 10.6), so they keep 256-deep steps. Wider weights
@@ -129,7 +129,7 @@ def pick_linear_config(num_cols: int, in_features: int, num_sms: int, silu_mul: 
         return LinearConfig(16, 32, 4, 1)
     if num_cols <= 64 * num_sms:
         block_n = min(64, max(16, triton.next_power_of_2(triton.cdiv(num_cols, num_sms))))
-        if num_rows % 16 == 0 and block_n <= 32:
+        if num_rows == MAX_ROWS and block_n <= 32:
             return LinearConfig(block_n, 512, 4, 3)
         return LinearConfig(block_n, 256, 4, 6 if block_n <= 32 else 4)
     if silu_mul:

@@ -34,9 +34,14 @@ def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
     return silu_and_mul_torch(x)
 
 
+def _triton_gemm_allowed(x: torch.Tensor) -> bool:
+    """A 2-D CUDA input, Triton GEMMs not turned off (OMNISERVE_SKINNY_GEMM=0)."""
+    return x.is_cuda and x.dim() == 2 and envs.skinny_gemm()
+
+
 def _skinny(x: torch.Tensor, num_cols: int) -> bool:
     """Decode-sized rows on CUDA where the Triton skinny GEMM beats cuBLAS (kernels/linear_triton.py)."""
-    if not (x.is_cuda and x.dim() == 2 and envs.skinny_gemm()):
+    if not _triton_gemm_allowed(x):
         return False
     from omniserve.kernels.linear_triton import serves
     from omniserve.kernels.paged_attention_config import num_sms
@@ -54,7 +59,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
 
 def _tiled_gated(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """Mid-sized rows on CUDA where the fused Triton tiled gate|up beats cuBLAS (kernels/gemm_triton.py)."""
-    if not (x.is_cuda and x.dim() == 2 and envs.skinny_gemm()):
+    if not _triton_gemm_allowed(x):
         return False
     from omniserve.kernels.gemm_triton import serves_gated, tma_compatible
 
