@@ -131,7 +131,7 @@ class GcTimer:
 
 
 def run_engine(
-    path: str, batches: list[int], num_kv_blocks: int, async_scheduling: str = "auto"
+    path: str, batches: list[int], num_kv_blocks: int, async_scheduling: str = "auto", block_size: int = 16
 ) -> dict[int, dict[str, float]]:
     from omniserve.config import EngineConfig
     from omniserve.core.engine_core import EngineCore
@@ -143,6 +143,7 @@ def run_engine(
         load_format="dummy",
         dtype="bfloat16",
         num_kv_blocks=num_kv_blocks,
+        block_size=block_size,
         max_num_seqs=max(batches),
         max_num_batched_tokens=16384,
         mixed_step_token_budget=0,  # offline batch, as `Omni` runs it: throughput first
@@ -197,7 +198,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 16, 64, 256])
     parser.add_argument("--skip-hf", action="store_true")
-    parser.add_argument("--num-kv-blocks", type=int, default=12288)  # 196k tokens of KV (11 GB)
+    parser.add_argument("--kv-tokens", type=int, default=196608)  # KV pool size in tokens (11 GB)
+    parser.add_argument("--block-size", type=int, default=16, help="tokens per KV page")
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--async-scheduling", default="auto", choices=["auto", "on", "off"])
     args = parser.parse_args()
@@ -205,7 +207,9 @@ def main() -> None:
     path = make_checkpoint_dir()
     bandwidth = copy_bandwidth()
     hf = {} if args.skip_hf else run_hf(path, args.batches)
-    ours = run_engine(path, args.batches, args.num_kv_blocks, args.async_scheduling)
+    ours = run_engine(
+        path, args.batches, args.kv_tokens // args.block_size, args.async_scheduling, args.block_size
+    )
     h, layers, kv_heads, head_dim = 3584, 28, 4, 128
     weight_bytes = 2 * (152064 * h * 2 + layers * (h * h * 2 + 2 * h * kv_heads * head_dim + 3 * h * 18944))
     kv_bytes_per_token = 2 * layers * 2 * kv_heads * head_dim
@@ -238,6 +242,7 @@ def main() -> None:
         "triton": __import__("triton").__version__,
         "commit": commit,
         "async_scheduling": args.async_scheduling,
+        "block_size": args.block_size,
         "copy_bandwidth_TBps": bandwidth / 1e12,
         "weight_bytes": weight_bytes,
         "rows": rows,
@@ -248,7 +253,7 @@ def main() -> None:
     lines = [
         f"Decode, qwen2.5-7b shapes (dummy bf16), prompt {PROMPT_LEN}, {NEW_TOKENS} new tokens; "
         f"{report['gpu']}, torch {report['torch']}, triton {report['triton']}, commit {commit}, "
-        f"async scheduling {args.async_scheduling}, "
+        f"async scheduling {args.async_scheduling}, KV block {args.block_size}, "
         f"copy bandwidth {bandwidth / 1e12:.2f} TB/s",
         "",
         "| batch | HF tok/s | omniserve tok/s | x HF | decode tok/s | floor tok/s | % floor | prefill s |",

@@ -91,20 +91,22 @@ def rel_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
 
 
 class PagedBatch:
-    """B sequences of `seq_len` tokens in a paged pool [num_pages, 2, block, Hkv, D] with shuffled pages
+    """B sequences of `seq_len` tokens in a paged pool [num_pages, 2, block_size, Hkv, D] with shuffled pages
     (`shuffled=False`: each sequence's pages in order, one after another; a diagnostic),
     the same K/V as contiguous [B, Hkv, S, D] for SDPA, and `q_len` queries per sequence (the last ones)."""
 
-    def __init__(self, batch: int, seq_len: int, q_len: int, shuffled: bool = True) -> None:
-        pages_per_seq = triton.cdiv(seq_len, BLOCK_SIZE)
+    def __init__(
+        self, batch: int, seq_len: int, q_len: int, shuffled: bool = True, block_size: int = BLOCK_SIZE
+    ) -> None:
+        pages_per_seq = triton.cdiv(seq_len, block_size)
         num_pages = batch * pages_per_seq + 7
-        self.pool = torch.randn(num_pages, 2, BLOCK_SIZE, KV_HEADS, HEAD_DIM, device="cuda", dtype=DTYPE)
+        self.pool = torch.randn(num_pages, 2, block_size, KV_HEADS, HEAD_DIM, device="cuda", dtype=DTYPE)
         order = (torch.randperm if shuffled else torch.arange)(num_pages, device="cuda")
         page_ids = order[: batch * pages_per_seq]
         self.block_tables = page_ids.view(batch, pages_per_seq).int()
         # [B, pages, 2, block, Hkv, D] -> [B, 2, Hkv, S, D]
         gathered = self.pool[self.block_tables.long()].permute(0, 2, 4, 1, 3, 5)
-        contiguous = gathered.reshape(batch, 2, KV_HEADS, pages_per_seq * BLOCK_SIZE, HEAD_DIM)
+        contiguous = gathered.reshape(batch, 2, KV_HEADS, pages_per_seq * block_size, HEAD_DIM)
         self.k = contiguous[:, 0, :, :seq_len].contiguous()
         self.v = contiguous[:, 1, :, :seq_len].contiguous()
         del gathered, contiguous

@@ -91,16 +91,39 @@ def ordered_pages(table: list) -> None:
             torch.cuda.empty_cache()
 
 
+def block_sizes(table: list, sizes: list[int]) -> None:
+    """Page size as a diagnostic: the default kernel on shuffled pages of each block size (a page of one
+    KV head is block_size rows of D values, Hkv rows apart), against SDPA on contiguous KV."""
+    for batch, seq_len in DECODE_SHAPES:
+        kv_bytes = 2 * batch * seq_len * KV_HEADS * HEAD_DIM * DTYPE.itemsize
+        tbps = functools.partial(per_second, kv_bytes, unit=1e12)
+        shape = f"decode {batch}x{seq_len}"
+        num_copies = max(1, triton.cdiv(ROTATE_BYTES, kv_bytes))
+        for size in sizes:
+            copies = [PagedBatch(batch, seq_len, 1, block_size=size) for _ in range(num_copies)]
+            if size == sizes[0]:
+                table.append((shape, "sdpa", tbps(graph_ms([c.sdpa for c in copies])), 0.0))
+            error = rel_error(copies[0].ours(), copies[0].sdpa())
+            table.append((shape, f"default, block {size}", tbps(graph_ms([c.ours for c in copies])), error))
+            del copies
+            torch.cuda.empty_cache()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--prefill-only", action="store_true")
     parser.add_argument("--decode-only", action="store_true")
     parser.add_argument("--ordered-pages", action="store_true",
                         help="only the default config at the anchor shapes, on shuffled and in-order pages")
+    parser.add_argument("--block-sizes", type=int, nargs="+",
+                        help="only the default config at the anchor shapes, on shuffled pages of these sizes")
     args = parser.parse_args()
     table, kernel_lines = [], []
     if args.ordered_pages:
         ordered_pages(table)
+    if args.block_sizes:
+        block_sizes(table, args.block_sizes)
+    if args.ordered_pages or args.block_sizes:
         args.prefill_only = args.decode_only = True  # nothing else
     for (batch, seq_len), variants in ({} if args.prefill_only else DECODE).items():
         kv_bytes = 2 * batch * seq_len * KV_HEADS * HEAD_DIM * DTYPE.itemsize
