@@ -7,7 +7,9 @@ Each batch: B prompts of 512 random tokens, 128 new tokens each (EOS ignored), a
 Reported per batch: transformers tok/s (static batch), omniserve tok/s (B*128 / wall time of all steps, the
 prefill included), omniserve decode-only tok/s (steps after the first token), and the bandwidth floor:
 weights + KV bytes read per decode step over the measured copy bandwidth (anchor: 4.23 TB/s). The json also
-keeps each run's Python garbage-collector passes (per generation) and their total time.
+keeps each run's Python garbage-collector passes (per generation) and their total time, and what one full
+collection costs after engine start. The startup heap is frozen out of the collector's reach, as the engine
+process does (omniserve/core/gc_policy.py); `--no-gc-freeze` leaves it.
 """
 
 from __future__ import annotations
@@ -130,11 +132,19 @@ class GcTimer:
         self.count, self.seconds = [0, 0, 0], [0.0, 0.0, 0.0]
 
 
+def full_collection_ms() -> float:
+    start = time.perf_counter()
+    gc.collect()
+    return 1e3 * (time.perf_counter() - start)
+
+
 def run_engine(
-    path: str, batches: list[int], num_kv_blocks: int, async_scheduling: str = "auto", block_size: int = 16
-) -> dict[int, dict[str, float]]:
+    path: str, batches: list[int], num_kv_blocks: int, async_scheduling: str = "auto", block_size: int = 16,
+    gc_freeze: bool = True,
+) -> tuple[dict[int, dict[str, float]], dict[str, float]]:
     from omniserve.config import EngineConfig
     from omniserve.core.engine_core import EngineCore
+    from omniserve.core.gc_policy import freeze_startup_heap
     from omniserve.core.messages import EngineCoreRequest
     from omniserve.sampling_params import SamplingParams
 
@@ -155,6 +165,15 @@ def run_engine(
         f"engine start (load dummy weights, capture graphs): {time.perf_counter() - start:.1f} s", flush=True
     )
     print(f"gc: {len(gc.get_objects())} tracked objects after engine start", flush=True)
+    # what one full collection costs with the startup heap, and after freezing it as the engine process
+    # does (omniserve/core/gc_policy.py)
+    full_gc = {"tracked_objects": len(gc.get_objects())}
+    full_collection_ms()  # frees startup garbage; the next pass is the steady cost
+    full_gc["full_pass_ms"] = full_collection_ms()
+    if gc_freeze:
+        full_gc["frozen_objects"] = freeze_startup_heap()
+        full_gc["full_pass_ms_frozen"] = full_collection_ms()
+    print(f"gc: {full_gc}", flush=True)
     gc_timer = GcTimer()
     params = SamplingParams(temperature=0.0, max_tokens=NEW_TOKENS, ignore_eos=True)
     results = {}
@@ -191,7 +210,9 @@ def run_engine(
             "gc_ms": round(1e3 * sum(gc_timer.seconds), 2),
         }
         print(f"omniserve batch {batch}: {results[batch]}", flush=True)
-    return results
+    if gc_freeze:
+        gc.unfreeze()
+    return results, full_gc
 
 
 def main() -> None:
@@ -200,6 +221,8 @@ def main() -> None:
     parser.add_argument("--skip-hf", action="store_true")
     parser.add_argument("--kv-tokens", type=int, default=196608)  # KV pool size in tokens (11 GB)
     parser.add_argument("--block-size", type=int, default=16, help="tokens per KV page")
+    parser.add_argument("--no-gc-freeze", action="store_true",
+                        help="leave the startup heap to the collector (the engine process freezes it)")
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--async-scheduling", default="auto", choices=["auto", "on", "off"])
     args = parser.parse_args()
@@ -207,8 +230,9 @@ def main() -> None:
     path = make_checkpoint_dir()
     bandwidth = copy_bandwidth()
     hf = {} if args.skip_hf else run_hf(path, args.batches)
-    ours = run_engine(
-        path, args.batches, args.kv_tokens // args.block_size, args.async_scheduling, args.block_size
+    ours, full_gc = run_engine(
+        path, args.batches, args.kv_tokens // args.block_size, args.async_scheduling, args.block_size,
+        gc_freeze=not args.no_gc_freeze,
     )
     h, layers, kv_heads, head_dim = 3584, 28, 4, 128
     weight_bytes = 2 * (152064 * h * 2 + layers * (h * h * 2 + 2 * h * kv_heads * head_dim + 3 * h * 18944))
@@ -243,6 +267,7 @@ def main() -> None:
         "commit": commit,
         "async_scheduling": args.async_scheduling,
         "block_size": args.block_size,
+        "gc": full_gc,
         "copy_bandwidth_TBps": bandwidth / 1e12,
         "weight_bytes": weight_bytes,
         "rows": rows,
@@ -250,10 +275,15 @@ def main() -> None:
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "decode.json"), "w") as f:
         json.dump(report, f, indent=2)
+    if "full_pass_ms_frozen" in full_gc:
+        heap = f"startup heap frozen (a full GC pass {full_gc['full_pass_ms']:.0f} ms before, " \
+               f"{full_gc['full_pass_ms_frozen']:.0f} ms after)"
+    else:
+        heap = f"startup heap not frozen (a full GC pass {full_gc['full_pass_ms']:.0f} ms)"
     lines = [
         f"Decode, qwen2.5-7b shapes (dummy bf16), prompt {PROMPT_LEN}, {NEW_TOKENS} new tokens; "
         f"{report['gpu']}, torch {report['torch']}, triton {report['triton']}, commit {commit}, "
-        f"async scheduling {args.async_scheduling}, KV block {args.block_size}, "
+        f"async scheduling {args.async_scheduling}, KV block {args.block_size}, {heap}, "
         f"copy bandwidth {bandwidth / 1e12:.2f} TB/s",
         "",
         "| batch | HF tok/s | omniserve tok/s | x HF | decode tok/s | floor tok/s | % floor | prefill s |",

@@ -201,6 +201,8 @@ def test_engine_process_serves_with_async_scheduling(checkpoint) -> None:
         EngineConfig.from_kwargs(model=str(checkpoint), async_scheduling="on", **TIGHT)
     )
     try:
+        # the engine process froze its startup heap (torch, transformers, the model: far more than this)
+        assert client.gc_frozen_objects > 10_000
         requests = [
             EngineCoreRequest(f"p{i}", p["prompt_token_ids"], params, [], 8, time.monotonic())
             for i, p in enumerate(prompts())

@@ -36,6 +36,7 @@ from omniserve.core.engine_process_messages import (
     StatsReply,
     StepOutputs,
 )
+from omniserve.core.gc_policy import freeze_startup_heap
 
 logger = logging.getLogger("omniserve")
 
@@ -120,7 +121,9 @@ def run_engine_process(config: EngineConfig, inputs, events) -> None:
     except BaseException as error:  # noqa: BLE001 - everything goes back to the parent as one message
         events.send(EngineStartupFailed(str(error) or type(error).__name__, traceback.format_exc()))
         return
-    events.send(EngineReady(engine.info, os.getpid()))
+    # this process holds this engine until it exits: full GC passes need not walk its startup heap
+    frozen = freeze_startup_heap()
+    events.send(EngineReady(engine.info, os.getpid(), frozen))
     try:
         _serve(engine, inputs, events)
     except (EOFError, BrokenPipeError, ConnectionResetError):
@@ -155,6 +158,7 @@ class EngineProcessClient:
         inputs_recv.close()  # the child holds its own copies
         events_send.close()
         self._send_lock = threading.Lock()
+        self.gc_frozen_objects = 0  # reported by the engine process when ready
         self.info: ModelInfo = self._wait_ready(startup_timeout_s)
 
     def _wait_ready(self, timeout_s: float) -> ModelInfo:
@@ -170,7 +174,9 @@ class EngineProcessClient:
                 except EOFError:
                     event = None
                 if isinstance(event, EngineReady):
-                    logger.info("engine process %d ready", event.pid)
+                    logger.info("engine process %d ready (%d startup objects frozen out of the GC's reach)",
+                                event.pid, event.gc_frozen_objects)
+                    self.gc_frozen_objects = event.gc_frozen_objects
                     return event.info
                 self.process.join(timeout=10)
                 if isinstance(event, EngineStartupFailed):

@@ -51,6 +51,7 @@ EngineInput = AddRequest | AbortRequests | StatsQuery | Shutdown
 class EngineReady:
     info: ModelInfo  # what the frontend validates requests against
     pid: int  # the engine process, for logs
+    gc_frozen_objects: int  # startup objects moved out of the collector's reach (core/gc_policy.py)
 
 
 @dataclass
