@@ -17,21 +17,16 @@ from __future__ import annotations
 
 import functools
 
-import torch
 import triton
 import triton.language as tl
 from bench_kernels import (
     BLOCK_SIZE,
-    DTYPE,
     HEAD_DIM,
     KV_HEADS,
     Q_HEADS,
-    ROTATE_BYTES,
     PagedBatch,
-    graph_ms,
+    compare_decode_variants,
     kernel_module,
-    per_second,
-    rel_error,
 )
 
 split_module = kernel_module("paged_attention_split_triton")
@@ -143,33 +138,12 @@ TILES = [(4, 16, 4, 2), (4, 16, 4, 3), (4, 16, 8, 2), (4, 32, 8, 2), (4, 32, 4, 
 
 
 def main() -> None:
-    rows = []
-    for (batch, seq_len), split_counts in SHAPES.items():
-        kv_bytes = 2 * batch * seq_len * KV_HEADS * HEAD_DIM * DTYPE.itemsize
-        tbps = functools.partial(per_second, kv_bytes, unit=1e12)
-        copies = [PagedBatch(batch, seq_len, 1) for _ in range(max(1, triton.cdiv(ROTATE_BYTES, kv_bytes)))]
-        reference = copies[0].sdpa()
-        shape = f"{batch}x{seq_len}"
-        rows.append((shape, "sdpa", tbps(graph_ms([c.sdpa for c in copies])), 0.0))
-        rows.append((shape, "ours (default)", tbps(graph_ms([c.ours for c in copies])),
-                     rel_error(copies[0].ours(), reference)))
-        for group, block_n, warps, stages in TILES:
-            for splits in split_counts:
-                label = f"G{group} n{block_n} w{warps} s{stages} x{splits}"
-                try:
-                    args = (group, block_n, warps, stages, splits)
-                    error = rel_error(packed_decode(copies[0], *args).clone(), reference)
-                    fns = [functools.partial(packed_decode, c, *args) for c in copies]
-                    rows.append((shape, label, tbps(graph_ms(fns)) if error < 2e-2 else float("nan"), error))
-                except Exception as exc:  # noqa: BLE001 - a probe: report and go on
-                    print(f"{shape} {label}: {type(exc).__name__}: {str(exc)[:300]}", flush=True)
-                    rows.append((shape, label, float("nan"), float("nan")))
-        del copies, reference
-        torch.cuda.empty_cache()
-    print(f"\n{torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}")
-    print("| shape | variant | TB/s | rel err |\n| --- | --- | --- | --- |")
-    for shape, label, value, error in rows:
-        print(f"| {shape} | {label} | {value:.2f} | {error:.1e} |")
+    compare_decode_variants(list(SHAPES), lambda batch, seq_len: [
+        (f"G{group} n{block_n} w{warps} s{stages} x{splits}",
+         functools.partial(packed_decode, group=group, block_n=block_n, warps=warps, stages=stages,
+                           splits=splits))
+        for group, block_n, warps, stages in TILES for splits in SHAPES[(batch, seq_len)]
+    ])
 
 
 if __name__ == "__main__":

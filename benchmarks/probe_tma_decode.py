@@ -22,15 +22,11 @@ import triton
 import triton.language as tl
 from bench_kernels import (
     BLOCK_SIZE,
-    DTYPE,
     HEAD_DIM,
     KV_HEADS,
     Q_HEADS,
-    ROTATE_BYTES,
     PagedBatch,
-    graph_ms,
-    per_second,
-    rel_error,
+    compare_decode_variants,
 )
 from triton.tools.tensor_descriptor import TensorDescriptor
 
@@ -118,31 +114,11 @@ VARIANTS = [(1, 4, 3), (1, 4, 4), (1, 4, 6), (1, 4, 8), (2, 4, 3), (2, 4, 4), (2
 
 
 def main() -> None:
-    rows = []
-    for batch, seq_len in SHAPES:
-        kv_bytes = 2 * batch * seq_len * KV_HEADS * HEAD_DIM * DTYPE.itemsize
-        tbps = functools.partial(per_second, kv_bytes, unit=1e12)
-        copies = [PagedBatch(batch, seq_len, 1) for _ in range(max(1, triton.cdiv(ROTATE_BYTES, kv_bytes)))]
-        reference = copies[0].sdpa()
-        shape = f"{batch}x{seq_len}"
-        rows.append((shape, "sdpa", tbps(graph_ms([c.sdpa for c in copies])), 0.0))
-        rows.append((shape, "ours (default)", tbps(graph_ms([c.ours for c in copies])),
-                     rel_error(copies[0].ours(), reference)))
-        for pages, warps, stages in VARIANTS:
-            label = f"tma pages {pages} w{warps} s{stages}"
-            try:
-                error = rel_error(tma_decode(copies[0], pages, warps, stages).clone(), reference)
-                fns = [functools.partial(tma_decode, c, pages, warps, stages) for c in copies]
-                rows.append((shape, label, tbps(graph_ms(fns)) if error < 2e-2 else float("nan"), error))
-            except Exception as exc:  # noqa: BLE001 - a probe: report and go on
-                print(f"{shape} {label}: {type(exc).__name__}: {str(exc)[:300]}", flush=True)
-                rows.append((shape, label, float("nan"), float("nan")))
-        del copies, reference
-        torch.cuda.empty_cache()
-    print(f"\n{torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}")
-    print("| shape | variant | TB/s | rel err |\n| --- | --- | --- | --- |")
-    for shape, label, value, error in rows:
-        print(f"| {shape} | {label} | {value:.2f} | {error:.1e} |")
+    compare_decode_variants(SHAPES, lambda batch, seq_len: [
+        (f"tma pages {pages} w{warps} s{stages}",
+         functools.partial(tma_decode, pages=pages, warps=warps, stages=stages))
+        for pages, warps, stages in VARIANTS
+    ])
 
 
 if __name__ == "__main__":
