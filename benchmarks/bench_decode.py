@@ -46,6 +46,15 @@ QWEN25_7B = dict(
 PROMPT_LEN, NEW_TOKENS = 512, 128
 
 
+def model_bytes(config: dict = QWEN25_7B) -> tuple[int, int]:
+    """bf16 bytes a decode step reads of weights (embedding and lm_head counted whole) and of KV per token."""
+    h, layers, inter = config["hidden_size"], config["num_hidden_layers"], config["intermediate_size"]
+    kv_dim = config["num_key_value_heads"] * h // config["num_attention_heads"]
+    per_layer = h * h * 2 + 2 * h * kv_dim + 3 * h * inter  # q, o; k, v; gate, up, down
+    weights = 2 * (config["vocab_size"] * h * 2 + layers * per_layer)
+    return weights, 2 * layers * 2 * kv_dim
+
+
 def make_checkpoint_dir() -> str:
     """config.json of the real shapes + the demo tokenizer (weights come from load_format='dummy')."""
     from omniserve.demo import build_tokenizer
@@ -234,9 +243,7 @@ def main() -> None:
         path, args.batches, args.kv_tokens // args.block_size, args.async_scheduling, args.block_size,
         gc_freeze=not args.no_gc_freeze,
     )
-    h, layers, kv_heads, head_dim = 3584, 28, 4, 128
-    weight_bytes = 2 * (152064 * h * 2 + layers * (h * h * 2 + 2 * h * kv_heads * head_dim + 3 * h * 18944))
-    kv_bytes_per_token = 2 * layers * 2 * kv_heads * head_dim
+    weight_bytes, kv_bytes_per_token = model_bytes()
 
     try:
         commit = os.environ.get("OMNISERVE_COMMIT") or subprocess.check_output(

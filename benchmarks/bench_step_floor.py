@@ -30,11 +30,14 @@ import time
 
 import torch
 import torch.nn.functional as F
-from bench_decode import copy_bandwidth
+from bench_decode import QWEN25_7B, copy_bandwidth, model_bytes
 from bench_kernels import kernel_module
 
 attention = kernel_module("paged_attention_triton")
-HIDDEN, LAYERS, Q_HEADS, KV_HEADS, HEAD_DIM, INTER, VOCAB, BLOCK = 3584, 28, 28, 4, 128, 18944, 152064, 16
+HIDDEN, LAYERS, INTER, VOCAB = (QWEN25_7B[k] for k in ("hidden_size", "num_hidden_layers",
+                                                        "intermediate_size", "vocab_size"))
+Q_HEADS, KV_HEADS = QWEN25_7B["num_attention_heads"], QWEN25_7B["num_key_value_heads"]
+HEAD_DIM, BLOCK = HIDDEN // Q_HEADS, 16
 QKV = (Q_HEADS + 2 * KV_HEADS) * HEAD_DIM
 DTYPE = torch.bfloat16
 
@@ -98,12 +101,8 @@ class Step:
         per_layer = HIDDEN * QKV + HIDDEN * HIDDEN + HIDDEN * 2 * INTER + INTER * HIDDEN
         return 2.0 * self.batch * (LAYERS * per_layer + HIDDEN * VOCAB)
 
-    def weight_bytes(self) -> int:
-        per_layer = sum(t.numel() for t in self.layers[0])
-        return (LAYERS * per_layer + 2 * self.lm_head.numel()) * 2  # lm_head + embedding (read: one row)
-
     def kv_bytes(self) -> int:
-        return self.batch * self.context * LAYERS * 2 * KV_HEADS * HEAD_DIM * 2
+        return self.batch * self.context * model_bytes()[1]
 
     def attend(self, layer: int) -> None:
         attention.paged_attention_triton(
@@ -177,7 +176,7 @@ def main() -> None:
     rows.append(("skeleton (gemms + attention)", skeleton_ms, "", mhz, watts))
     sampler.stop()
 
-    floor_ms = (step.weight_bytes() + step.kv_bytes()) / bandwidth * 1e3
+    floor_ms = (model_bytes()[0] + step.kv_bytes()) / bandwidth * 1e3  # bench_decode's floor, this context
     print(f"\n{torch.cuda.get_device_name()}, torch {torch.__version__}; batch {args.batch}, context "
           f"{args.context}; copy bandwidth {bandwidth / 1e12:.2f} TB/s; "
           f"bandwidth floor {floor_ms:.2f} ms/step "

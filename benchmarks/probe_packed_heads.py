@@ -25,9 +25,9 @@ from bench_kernels import (
     KV_HEADS,
     Q_HEADS,
     PagedBatch,
-    compare_decode_variants,
     kernel_module,
 )
+from decode_probe import compare_decode_variants
 
 split_module = kernel_module("paged_attention_split_triton")
 merge_num_warps = kernel_module("paged_attention_config").merge_num_warps

@@ -26,8 +26,8 @@ from bench_kernels import (
     KV_HEADS,
     Q_HEADS,
     PagedBatch,
-    compare_decode_variants,
 )
+from decode_probe import compare_decode_variants
 from triton.tools.tensor_descriptor import TensorDescriptor
 
 _LOG2E = 1.4426950408889634

@@ -71,40 +71,24 @@ PREFILL = [
 ]
 
 
-def ordered_pages(table: list) -> None:
-    """Page order as a diagnostic: the same kernel on shuffled pages (the benchmark's) and on each sequence's
-    pages in order, against SDPA on contiguous KV. A gap that closes in order is DRAM locality, not the
-    kernel's streaming."""
-    for batch, seq_len in DECODE_SHAPES:
-        kv_bytes = 2 * batch * seq_len * KV_HEADS * HEAD_DIM * DTYPE.itemsize
-        tbps = functools.partial(per_second, kv_bytes, unit=1e12)
-        shape = f"decode {batch}x{seq_len}"
-        for shuffled in (True, False):
-            num_copies = max(1, triton.cdiv(ROTATE_BYTES, kv_bytes))
-            copies = [PagedBatch(batch, seq_len, 1, shuffled) for _ in range(num_copies)]
-            if shuffled:
-                table.append((shape, "sdpa", tbps(graph_ms([c.sdpa for c in copies])), 0.0))
-            error = rel_error(copies[0].ours(), copies[0].sdpa())
-            label = "default, shuffled pages" if shuffled else "default, pages in order"
-            table.append((shape, label, tbps(graph_ms([c.ours for c in copies])), error))
-            del copies
-            torch.cuda.empty_cache()
-
-
-def block_sizes(table: list, sizes: list[int]) -> None:
-    """Page size as a diagnostic: the default kernel on shuffled pages of each block size (a page of one
-    KV head is block_size rows of D values, Hkv rows apart), against SDPA on contiguous KV."""
+def page_layouts(table: list, layouts: list[tuple[str, dict]]) -> None:
+    """The default kernel on other pool layouts (label, `PagedBatch` options) at the anchor shapes, against
+    SDPA on contiguous KV. Diagnostics:
+    - page order: shuffled (the benchmark's) against each sequence's pages in order; a gap that closes in
+      order is DRAM locality, not the kernel's streaming;
+    - page size: shuffled pages of each block size (a page of one KV head is block_size rows of D values,
+      Hkv rows apart)."""
     for batch, seq_len in DECODE_SHAPES:
         kv_bytes = 2 * batch * seq_len * KV_HEADS * HEAD_DIM * DTYPE.itemsize
         tbps = functools.partial(per_second, kv_bytes, unit=1e12)
         shape = f"decode {batch}x{seq_len}"
         num_copies = max(1, triton.cdiv(ROTATE_BYTES, kv_bytes))
-        for size in sizes:
-            copies = [PagedBatch(batch, seq_len, 1, block_size=size) for _ in range(num_copies)]
-            if size == sizes[0]:
+        for index, (label, options) in enumerate(layouts):
+            copies = [PagedBatch(batch, seq_len, 1, **options) for _ in range(num_copies)]
+            if index == 0:
                 table.append((shape, "sdpa", tbps(graph_ms([c.sdpa for c in copies])), 0.0))
             error = rel_error(copies[0].ours(), copies[0].sdpa())
-            table.append((shape, f"default, block {size}", tbps(graph_ms([c.ours for c in copies])), error))
+            table.append((shape, f"default, {label}", tbps(graph_ms([c.ours for c in copies])), error))
             del copies
             torch.cuda.empty_cache()
 
@@ -120,9 +104,9 @@ def main() -> None:
     args = parser.parse_args()
     table, kernel_lines = [], []
     if args.ordered_pages:
-        ordered_pages(table)
+        page_layouts(table, [("shuffled pages", {}), ("pages in order", {"shuffled": False})])
     if args.block_sizes:
-        block_sizes(table, args.block_sizes)
+        page_layouts(table, [(f"block {size}", {"block_size": size}) for size in args.block_sizes])
     if args.ordered_pages or args.block_sizes:
         args.prefill_only = args.decode_only = True  # nothing else
     for (batch, seq_len), variants in ({} if args.prefill_only else DECODE).items():

@@ -158,10 +158,11 @@ class EngineProcessClient:
         inputs_recv.close()  # the child holds its own copies
         events_send.close()
         self._send_lock = threading.Lock()
-        self.gc_frozen_objects = 0  # reported by the engine process when ready
-        self.info: ModelInfo = self._wait_ready(startup_timeout_s)
+        ready = self._wait_ready(startup_timeout_s)
+        self.info: ModelInfo = ready.info
+        self.gc_frozen_objects = ready.gc_frozen_objects  # the engine process's startup heap, frozen
 
-    def _wait_ready(self, timeout_s: float) -> ModelInfo:
+    def _wait_ready(self, timeout_s: float) -> EngineReady:
         deadline = time.monotonic() + timeout_s
         while True:
             left = deadline - time.monotonic()
@@ -176,8 +177,7 @@ class EngineProcessClient:
                 if isinstance(event, EngineReady):
                     logger.info("engine process %d ready (%d startup objects frozen out of the GC's reach)",
                                 event.pid, event.gc_frozen_objects)
-                    self.gc_frozen_objects = event.gc_frozen_objects
-                    return event.info
+                    return event
                 self.process.join(timeout=10)
                 if isinstance(event, EngineStartupFailed):
                     logger.debug("engine startup traceback:\n%s", event.traceback)
