@@ -114,6 +114,8 @@ def test_workers_give_the_same_greedy_tokens_as_in_process_encoding(mm, inproces
         "video",
         "audio",
     }
+    # each worker froze its startup heap (towers, preprocessors) out of the garbage collector's passes
+    assert all(w.ready and w.gc_frozen_objects > 10_000 for w in workers.encoders.workers)
     batch = [
         request(mm, "image", ["image"], 1),
         request(mm, "audio", ["audio"], 2),

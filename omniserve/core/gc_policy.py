@@ -8,7 +8,8 @@ live across collections (a long decode) are promoted to generation 2 and trigger
 
 `freeze_startup_heap` collects once, then moves everything that survives into the permanent
 generation (`gc.freeze`). Later collections walk only what was allocated since: the requests and
-outputs in flight. The engine process calls it once the engine is built.
+outputs in flight. The engine process calls it once the engine is built, and each encoder worker once
+its towers and preprocessors are loaded (worker/encoder_worker.py).
 
 Frozen objects are never collected. A process that builds and drops engines, such as a test run or a
 notebook, must not freeze (its dropped engines' reference cycles would stay, with their GPU memory), or

@@ -53,6 +53,7 @@ class StopWorker:
 @dataclass
 class WorkerReady:
     pid: int
+    gc_frozen_objects: int  # startup objects moved out of the collector's reach (core/gc_policy.py)
 
 
 @dataclass

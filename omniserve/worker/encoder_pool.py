@@ -54,6 +54,7 @@ class _Worker:
     jobs: object  # a torch.multiprocessing Queue of pickled EncodeTask / StopWorker
     results: multiprocessing.connection.Connection  # the engine's end of the result pipe
     ready: bool = False
+    gc_frozen_objects: int = 0  # its startup heap, frozen (WorkerReady)
     broken: str | None = None  # why it is not restarted any more
     in_flight: dict[int, EncodeTask] = field(default_factory=dict)  # job id -> task
 
@@ -179,6 +180,7 @@ class EncoderPool:
             self._finished.append(EncoderResult(message.job_id, error, message.invalid_input))
         elif isinstance(message, WorkerReady):
             worker.ready = True
+            worker.gc_frozen_objects = message.gc_frozen_objects
         elif isinstance(message, WorkerStartupFailed):
             logger.debug("%s startup traceback:\n%s", worker.name, message.traceback)
             worker.process.join(timeout=5)

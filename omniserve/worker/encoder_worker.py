@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 
 from omniserve import envs
+from omniserve.core.gc_policy import freeze_startup_heap
 from omniserve.encoders.media_errors import MediaError
 from omniserve.encoders.media_prepare import MediaPreparer
 from omniserve.worker.embedding_pages import embedding_view, write_rows
@@ -120,7 +121,8 @@ def run_encoder_worker(spec: WorkerSpec, pool: torch.Tensor, jobs, results) -> N
     except BaseException as error:  # noqa: BLE001 - reported to the engine as one message
         _send(results, WorkerStartupFailed(f"{type(error).__name__}: {error}", traceback.format_exc()))
         return
-    _send(results, WorkerReady(os.getpid()))
+    # towers, preprocessors and torch's caches live as long as the worker: out of every later collection
+    _send(results, WorkerReady(os.getpid(), freeze_startup_heap()))
     while True:
         try:
             task = pickle.loads(jobs.get())
