@@ -1,22 +1,13 @@
 """Can a Gluon decode kernel with explicit TMA page copies into a shared-memory ring stream paged K/V faster
 than our Triton kernel and SDPA? (H200 probe)
 
-    python benchmarks/probe_gluon_decode.py                  # on the H200: timed against SDPA and ours
+    python benchmarks/probe_gluon_decode.py [--all]          # on the H200: timed against SDPA and ours
     python benchmarks/probe_gluon_decode.py --compile-only   # any machine: sm_90 registers / shared memory
 
 The Triton TMA probe (probe_tma_decode.py) waited on one barrier and ran one MMA per 16-key page, and
-Triton's pipeliner gave it few copies in flight. Here the pipeline is written out by hand (Gluon):
-- One program per (sequence, KV head), no split-K: the big-grid anchors (64x4096, 256x1024, 256x4096),
-  where our pointer-load kernel trails SDPA by 0.5-3% (benchmarks/results/kernels_sweep.md).
-- A ring of NUM_BUF tiles of PAGES pages. A tile's K and V pages arrive as TMA copies of [16, 64] boxes
-  (the two 64-column halves of each 16-row page: 128-byte swizzle allows 128-byte rows) onto one mbarrier
-  with one expected byte count, so each tile costs one barrier wait, not one per page.
-- Right after a tile is consumed, the copies of the tile NUM_BUF ahead go into its buffer; the page ids of
-  that tile were read one iteration earlier, so no copy waits on a block-table load.
-- The math: mma_v2 on the 7 query heads padded to 16 rows, the head dim in two halves (two accumulators).
-- STREAM_ONLY: the same copies and waits with no math: the ceiling of this way of loading.
-Keys past the sequence's end are masked in the scores, and their V rows zeroed in the last tile (a pool's
-unwritten slots may hold NaN).
+Triton's pipeliner gave it few copies in flight. Here the pipeline is written out by hand in Gluon
+(gluon_decode_kernels.py), for the big-grid anchors (64x4096, 256x1024, 256x4096) where our pointer-load
+kernel trails SDPA by 0.5-3%. Results: benchmarks/results/kernels_sweep.md (tenth session).
 """
 
 from __future__ import annotations
@@ -31,363 +22,16 @@ from dataclasses import dataclass
 import torch
 import triton
 from bench_kernels import BLOCK_SIZE, HEAD_DIM, KV_HEADS, Q_HEADS, PagedBatch
-from triton.experimental import gluon
+from gluon_decode_kernels import (
+    HALF_COLS,
+    gluon_decode_kernel,
+    gluon_decode_warp_pages_kernel,
+    gluon_decode_ws_kernel,
+)
 from triton.experimental.gluon import language as gl
-from triton.experimental.gluon.language.nvidia.ampere import mma_v2
-from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier, tma
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 _LOG2E = 1.4426950408889634
-HALF_COLS = 64  # columns per TMA box: 128-byte swizzle rows of bf16
-HALF = gl.constexpr(HALF_COLS)
-
-
-@gluon.jit
-def _load_ids(block_table_row, tile, num_pages, PAGES: gl.constexpr, ID_LAYOUT: gl.constexpr):
-    """Page ids of KV tile `tile` ([PAGES], every thread holds all of them; 0 past the table's end)."""
-    cols = tile * PAGES + gl.arange(0, PAGES, layout=ID_LAYOUT)
-    return gl.load(block_table_row + cols, mask=cols < num_pages, other=0)
-
-
-@gluon.jit
-def _issue_tile(kv_desc, k_smem, v_smem, bars, ids, buf, kv_head,
-                PAGES: gl.constexpr, BLOCK_SIZE: gl.constexpr, ID_LAYOUT: gl.constexpr):
-    """TMA copies of one tile's K and V pages (both halves of each) into ring slot `buf`, all onto its
-    barrier. The pool descriptor's rows: page p's K at rows 2p * BLOCK_SIZE.., its V the next BLOCK_SIZE."""
-    bar = bars.index(buf)
-    mbarrier.expect(bar, 4 * PAGES * kv_desc.block_type.nbytes)
-    offs = gl.arange(0, PAGES, layout=ID_LAYOUT)
-    col = kv_head * (2 * HALF)
-    for j in gl.static_range(PAGES):
-        row = gl.sum(gl.where(offs == j, ids, 0), axis=0) * (2 * BLOCK_SIZE)
-        for h in gl.static_range(2):
-            tma.async_copy_global_to_shared(kv_desc, [row, col + h * HALF], bar,
-                                            k_smem.index(buf * 2 + h).slice(j * BLOCK_SIZE, BLOCK_SIZE))
-            tma.async_copy_global_to_shared(kv_desc, [row + BLOCK_SIZE, col + h * HALF], bar,
-                                            v_smem.index(buf * 2 + h).slice(j * BLOCK_SIZE, BLOCK_SIZE))
-
-
-@gluon.jit
-def _refill(kv_desc, k_smem, v_smem, bars, ids, buf, tile, num_tiles, kv_head, block_table_row, num_pages,
-            PAGES: gl.constexpr, BLOCK_SIZE: gl.constexpr, NUM_BUF: gl.constexpr, ID_LAYOUT: gl.constexpr):
-    """Every warp is done reading slot `buf` (tile `tile`): copy the tile NUM_BUF ahead into it (ids: its
-    page ids), and return the page ids of the tile after that."""
-    gl.thread_barrier()
-    fence_async_shared()
-    if tile + NUM_BUF < num_tiles:
-        _issue_tile(kv_desc, k_smem, v_smem, bars, ids, buf, kv_head, PAGES, BLOCK_SIZE, ID_LAYOUT)
-    return _load_ids(block_table_row, tile + NUM_BUF + 1, num_pages, PAGES, ID_LAYOUT)
-
-
-@gluon.jit
-def _gluon_decode_kernel(
-    q_ptr, kv_desc, out_ptr, seq_lens_ptr, block_tables_ptr, scale_log2, stride_bt_seq,
-    NUM_KV_HEADS: gl.constexpr, QUERIES_PER_KV: gl.constexpr, BLOCK_M: gl.constexpr,
-    BLOCK_SIZE: gl.constexpr, PAGES: gl.constexpr, NUM_BUF: gl.constexpr, STREAM_ONLY: gl.constexpr,
-    EARLY_RELEASE: gl.constexpr,
-):
-    BLOCK_N: gl.constexpr = PAGES * BLOCK_SIZE
-    NUM_WARPS: gl.constexpr = gl.num_warps()
-    mma: gl.constexpr = gl.NVMMADistributedLayout(version=[2, 0], warps_per_cta=[1, NUM_WARPS],
-                                                  instr_shape=[16, 8])
-    dot_a: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=2)
-    dot_b: gl.constexpr = gl.DotOperandLayout(operand_index=1, parent=mma, k_width=2)
-    rows_layout: gl.constexpr = gl.SliceLayout(1, mma)
-    cols_layout: gl.constexpr = gl.SliceLayout(0, mma)
-    id_layout: gl.constexpr = gl.BlockedLayout([PAGES], [32], [NUM_WARPS], [0])
-    io_layout: gl.constexpr = gl.BlockedLayout([1, 8], [2, 16], [NUM_WARPS, 1], [1, 0])
-
-    pid = gl.program_id(0)
-    kv_head = pid % NUM_KV_HEADS
-    seq = pid // NUM_KV_HEADS
-    seq_len = gl.load(seq_lens_ptr + seq)
-    block_table_row = block_tables_ptr + seq.to(gl.int64) * stride_bt_seq
-    num_pages = gl.cdiv(seq_len, BLOCK_SIZE)
-    num_tiles = gl.cdiv(seq_len, BLOCK_N)
-
-    smem_layout: gl.constexpr = kv_desc.layout
-    k_smem = gl.allocate_shared_memory(kv_desc.dtype, [NUM_BUF * 2, BLOCK_N, HALF], smem_layout)
-    v_smem = gl.allocate_shared_memory(kv_desc.dtype, [NUM_BUF * 2, BLOCK_N, HALF], smem_layout)
-    bars = gl.allocate_shared_memory(gl.int64, [NUM_BUF, 1], mbarrier.MBarrierLayout())
-    for b in gl.static_range(NUM_BUF):
-        mbarrier.init(bars.index(b), count=1)
-    # fill the ring, and read the ids of the tile that follows it
-    for b in gl.static_range(NUM_BUF):
-        if b < num_tiles:
-            ids = _load_ids(block_table_row, b, num_pages, PAGES, id_layout)
-            _issue_tile(kv_desc, k_smem, v_smem, bars, ids, b, kv_head, PAGES, BLOCK_SIZE, id_layout)
-    next_ids = _load_ids(block_table_row, NUM_BUF, num_pages, PAGES, id_layout)
-
-    # q: [M, D] as two [M, 64] halves (rows >= QUERIES_PER_KV are padding: zeros)
-    offs_m = gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, io_layout))
-    offs_h = gl.arange(0, HALF, layout=gl.SliceLayout(0, io_layout))
-    row_valid = offs_m < QUERIES_PER_KV
-    q_rows = q_ptr + (seq * (NUM_KV_HEADS * QUERIES_PER_KV) + kv_head * QUERIES_PER_KV + offs_m) * (2 * HALF)
-    q_ptrs = q_rows[:, None] + offs_h[None, :]
-    q0 = gl.convert_layout(gl.load(q_ptrs, mask=row_valid[:, None], other=0.0), dot_a)
-    q1 = gl.convert_layout(gl.load(q_ptrs + HALF, mask=row_valid[:, None], other=0.0), dot_a)
-
-    acc0 = gl.zeros([BLOCK_M, HALF], gl.float32, layout=mma)
-    acc1 = gl.zeros([BLOCK_M, HALF], gl.float32, layout=mma)
-    l_i = gl.zeros([BLOCK_M], gl.float32, layout=rows_layout)
-    m_i = gl.full([BLOCK_M], float("-inf"), gl.float32, layout=rows_layout)
-    offs_n = gl.arange(0, BLOCK_N, layout=cols_layout)
-    for tile in range(num_tiles):
-        buf = tile % NUM_BUF
-        mbarrier.wait(bars.index(buf), (tile // NUM_BUF) & 1)
-        if not STREAM_ONLY:
-            k0 = k_smem.index(buf * 2).permute((1, 0)).load(dot_b)  # [64, N]
-            k1 = k_smem.index(buf * 2 + 1).permute((1, 0)).load(dot_b)
-            v0 = v_smem.index(buf * 2).load(dot_b)  # [N, 64]
-            v1 = v_smem.index(buf * 2 + 1).load(dot_b)
-        if EARLY_RELEASE:  # the tile is in registers: refill its slot before the math
-            next_ids = _refill(kv_desc, k_smem, v_smem, bars, next_ids, buf, tile, num_tiles, kv_head,
-                                block_table_row, num_pages, PAGES, BLOCK_SIZE, NUM_BUF, id_layout)
-        if not STREAM_ONLY:
-            scores = mma_v2(q0, k0, gl.zeros([BLOCK_M, BLOCK_N], gl.float32, layout=mma))
-            scores = mma_v2(q1, k1, scores)  # [M, N]
-            key_valid = tile * BLOCK_N + offs_n < seq_len
-            scores = gl.where(key_valid[None, :], scores * scale_log2, float("-inf"))
-            m_new = gl.maximum(m_i, gl.max(scores, 1))
-            p = gl.exp2(scores - m_new[:, None])
-            alpha = gl.exp2(m_i - m_new)
-            l_i = l_i * alpha + gl.sum(p, 1)
-            m_i = m_new
-            p_dot = gl.convert_layout(p.to(kv_desc.dtype), dot_a)
-            if tile == num_tiles - 1:  # past the end: zero V (0 * NaN would poison the row)
-                v_keys = tile * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, dot_b))
-                v0 = gl.where((v_keys < seq_len)[:, None], v0, 0.0)
-                v1 = gl.where((v_keys < seq_len)[:, None], v1, 0.0)
-            acc0 = mma_v2(p_dot, v0, acc0 * alpha[:, None])
-            acc1 = mma_v2(p_dot, v1, acc1 * alpha[:, None])
-        if not EARLY_RELEASE:  # every warp is done reading this slot: refill it with the tile NUM_BUF ahead
-            next_ids = _refill(kv_desc, k_smem, v_smem, bars, next_ids, buf, tile, num_tiles, kv_head,
-                                block_table_row, num_pages, PAGES, BLOCK_SIZE, NUM_BUF, id_layout)
-    for b in gl.static_range(NUM_BUF):
-        mbarrier.invalidate(bars.index(b))
-
-    o_rows = out_ptr + (seq * (NUM_KV_HEADS * QUERIES_PER_KV) + kv_head * QUERIES_PER_KV
-                        + gl.arange(0, BLOCK_M, layout=rows_layout)) * (2 * HALF)
-    o_cols = gl.arange(0, HALF, layout=cols_layout)
-    o_mask = (gl.arange(0, BLOCK_M, layout=rows_layout) < QUERIES_PER_KV)[:, None]
-    if STREAM_ONLY:
-        l_i = gl.full([BLOCK_M], 1.0, gl.float32, layout=rows_layout)
-    o_ptrs = o_rows[:, None] + o_cols[None, :]
-    gl.store(o_ptrs, (acc0 / l_i[:, None]).to(out_ptr.dtype.element_ty), mask=o_mask)
-    gl.store(o_ptrs + HALF, (acc1 / l_i[:, None]).to(out_ptr.dtype.element_ty), mask=o_mask)
-
-
-@gluon.jit
-def _gluon_decode_warp_pages_kernel(
-    q_ptr, kv_desc, out_ptr, seq_lens_ptr, block_tables_ptr, scale_log2, stride_bt_seq,
-    NUM_KV_HEADS: gl.constexpr, QUERIES_PER_KV: gl.constexpr, BLOCK_M: gl.constexpr,
-    BLOCK_SIZE: gl.constexpr, NUM_BUF: gl.constexpr, EARLY_RELEASE: gl.constexpr,
-):
-    """Like `_gluon_decode_kernel`, but warp w owns page w of every tile (PAGES = num_warps) with its own
-    running max, sum and accumulator: a batched [W, M, keys] MMA with the warps on the batch axis, so a tile
-    needs no cross-warp reduction and no shared-memory trip for P; the W partial results merge once at the
-    end."""
-    W: gl.constexpr = gl.num_warps()
-    PAGES: gl.constexpr = W
-    BLOCK_N: gl.constexpr = PAGES * BLOCK_SIZE
-    mma: gl.constexpr = gl.NVMMADistributedLayout(version=[2, 0], warps_per_cta=[W, 1, 1],
-                                                  instr_shape=[1, 16, 8])
-    dot_a: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=2)
-    dot_b: gl.constexpr = gl.DotOperandLayout(operand_index=1, parent=mma, k_width=2)
-    wm_layout: gl.constexpr = gl.SliceLayout(2, mma)  # [W, M]
-    id_layout: gl.constexpr = gl.BlockedLayout([PAGES], [32], [W], [0])
-
-    pid = gl.program_id(0)
-    kv_head = pid % NUM_KV_HEADS
-    seq = pid // NUM_KV_HEADS
-    seq_len = gl.load(seq_lens_ptr + seq)
-    block_table_row = block_tables_ptr + seq.to(gl.int64) * stride_bt_seq
-    num_pages = gl.cdiv(seq_len, BLOCK_SIZE)
-    num_tiles = gl.cdiv(seq_len, BLOCK_N)
-
-    smem_layout: gl.constexpr = kv_desc.layout
-    k_smem = gl.allocate_shared_memory(kv_desc.dtype, [NUM_BUF * 2, BLOCK_N, HALF], smem_layout)
-    v_smem = gl.allocate_shared_memory(kv_desc.dtype, [NUM_BUF * 2, BLOCK_N, HALF], smem_layout)
-    bars = gl.allocate_shared_memory(gl.int64, [NUM_BUF, 1], mbarrier.MBarrierLayout())
-    for b in gl.static_range(NUM_BUF):
-        mbarrier.init(bars.index(b), count=1)
-    for b in gl.static_range(NUM_BUF):
-        if b < num_tiles:
-            ids = _load_ids(block_table_row, b, num_pages, PAGES, id_layout)
-            _issue_tile(kv_desc, k_smem, v_smem, bars, ids, b, kv_head, PAGES, BLOCK_SIZE, id_layout)
-    next_ids = _load_ids(block_table_row, NUM_BUF, num_pages, PAGES, id_layout)
-
-    # q broadcast to every warp: [W, M, 64] x 2 halves
-    q_w = gl.arange(0, W, layout=gl.SliceLayout(1, gl.SliceLayout(2, dot_a)))
-    q_m = gl.arange(0, BLOCK_M, layout=gl.SliceLayout(0, gl.SliceLayout(2, dot_a)))
-    q_d = gl.arange(0, HALF, layout=gl.SliceLayout(0, gl.SliceLayout(1, dot_a)))
-    q_row = seq * (NUM_KV_HEADS * QUERIES_PER_KV) + kv_head * QUERIES_PER_KV + q_m
-    q_ptrs = q_ptr + (q_w[:, None, None] * 0 + q_row[None, :, None]) * (2 * HALF) + q_d[None, None, :]
-    q_mask = (q_m < QUERIES_PER_KV)[None, :, None] & (q_d < HALF)[None, None, :]
-    q0 = gl.load(q_ptrs, mask=q_mask, other=0.0)
-    q1 = gl.load(q_ptrs + HALF, mask=q_mask, other=0.0)
-
-    acc0 = gl.zeros([W, BLOCK_M, HALF], gl.float32, layout=mma)
-    acc1 = gl.zeros([W, BLOCK_M, HALF], gl.float32, layout=mma)
-    l_i = gl.zeros([W, BLOCK_M], gl.float32, layout=wm_layout)
-    m_i = gl.full([W, BLOCK_M], float("-inf"), gl.float32, layout=wm_layout)
-    key_w = gl.arange(0, W, layout=gl.SliceLayout(1, gl.SliceLayout(1, mma)))
-    key_j = gl.arange(0, BLOCK_SIZE, layout=gl.SliceLayout(0, gl.SliceLayout(1, mma)))
-    key_in_tile = key_w[:, None] * BLOCK_SIZE + key_j[None, :]  # [W, keys]
-    vkey_w = gl.arange(0, W, layout=gl.SliceLayout(1, gl.SliceLayout(2, dot_b)))
-    vkey_j = gl.arange(0, BLOCK_SIZE, layout=gl.SliceLayout(0, gl.SliceLayout(2, dot_b)))
-    vkey_in_tile = vkey_w[:, None] * BLOCK_SIZE + vkey_j[None, :]
-    for tile in range(num_tiles):
-        buf = tile % NUM_BUF
-        mbarrier.wait(bars.index(buf), (tile // NUM_BUF) & 1)
-        # [W, 64, keys]: warp w's page
-        k0 = k_smem.index(buf * 2).reshape([W, BLOCK_SIZE, HALF]).permute((0, 2, 1)).load(dot_b)
-        k1 = k_smem.index(buf * 2 + 1).reshape([W, BLOCK_SIZE, HALF]).permute((0, 2, 1)).load(dot_b)
-        v0 = v_smem.index(buf * 2).reshape([W, BLOCK_SIZE, HALF]).load(dot_b)  # [W, keys, 64]
-        v1 = v_smem.index(buf * 2 + 1).reshape([W, BLOCK_SIZE, HALF]).load(dot_b)
-        if EARLY_RELEASE:  # the tile is in registers: refill its slot before the math
-            next_ids = _refill(kv_desc, k_smem, v_smem, bars, next_ids, buf, tile, num_tiles, kv_head,
-                                block_table_row, num_pages, PAGES, BLOCK_SIZE, NUM_BUF, id_layout)
-        scores = mma_v2(q0, k0, gl.zeros([W, BLOCK_M, BLOCK_SIZE], gl.float32, layout=mma))
-        scores = mma_v2(q1, k1, scores)  # [W, M, keys]
-        key_valid = tile * BLOCK_N + key_in_tile < seq_len
-        scores = gl.where(key_valid[:, None, :], scores * scale_log2, float("-inf"))
-        m_new = gl.maximum(m_i, gl.max(scores, 2))
-        m_ref = gl.where(m_new == float("-inf"), 0.0, m_new)  # a warp with no key yet
-        p = gl.exp2(scores - m_ref[:, :, None])
-        alpha = gl.exp2(m_i - m_ref)
-        l_i = l_i * alpha + gl.sum(p, 2)
-        m_i = m_new
-        p_dot = gl.convert_layout(p.to(kv_desc.dtype), dot_a)
-        if tile == num_tiles - 1:  # past the end: zero V (0 * NaN would poison the row)
-            v_valid = (tile * BLOCK_N + vkey_in_tile < seq_len)[:, :, None]
-            v0 = gl.where(v_valid, v0, 0.0)
-            v1 = gl.where(v_valid, v1, 0.0)
-        acc0 = mma_v2(p_dot, v0, acc0 * alpha[:, :, None])
-        acc1 = mma_v2(p_dot, v1, acc1 * alpha[:, :, None])
-        if not EARLY_RELEASE:
-            next_ids = _refill(kv_desc, k_smem, v_smem, bars, next_ids, buf, tile, num_tiles, kv_head,
-                                block_table_row, num_pages, PAGES, BLOCK_SIZE, NUM_BUF, id_layout)
-    for b in gl.static_range(NUM_BUF):
-        mbarrier.invalidate(bars.index(b))
-
-    # merge the warps' partials: [W, M] -> [M]
-    m_all = gl.max(m_i, 0)
-    weight = gl.exp2(m_i - m_all[None, :])  # [W, M]
-    out_layout: gl.constexpr = gl.SliceLayout(0, mma)  # [M, 64]
-    l_all = gl.convert_layout(gl.sum(l_i * weight, 0), gl.SliceLayout(1, out_layout))
-    out0 = gl.sum(acc0 * weight[:, :, None], 0) / l_all[:, None]
-    out1 = gl.sum(acc1 * weight[:, :, None], 0) / l_all[:, None]
-    o_m = gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, out_layout))
-    o_d = gl.arange(0, HALF, layout=gl.SliceLayout(0, out_layout))
-    o_ptrs = (out_ptr + (seq * (NUM_KV_HEADS * QUERIES_PER_KV) + kv_head * QUERIES_PER_KV + o_m)[:, None]
-              * (2 * HALF) + o_d[None, :])
-    o_mask = (o_m < QUERIES_PER_KV)[:, None]
-    gl.store(o_ptrs, out0.to(out_ptr.dtype.element_ty), mask=o_mask)
-    gl.store(o_ptrs + HALF, out1.to(out_ptr.dtype.element_ty), mask=o_mask)
-
-
-@gluon.jit
-def _ws_producer(kv_desc, k_smem, v_smem, ready, empty, block_table_row, num_pages, num_tiles, kv_head,
-                 PAGES: gl.constexpr, BLOCK_SIZE: gl.constexpr, NUM_BUF: gl.constexpr):
-    """One warp: TMA copies of tile after tile into the ring, each once its slot was released."""
-    id_layout: gl.constexpr = gl.BlockedLayout([PAGES], [32], [1], [0])
-    ids = _load_ids(block_table_row, 0, num_pages, PAGES, id_layout)
-    for tile in range(num_tiles):
-        buf = tile % NUM_BUF
-        next_ids = _load_ids(block_table_row, tile + 1, num_pages, PAGES, id_layout)
-        mbarrier.wait(empty.index(buf), ((tile // NUM_BUF) - 1) & 1, pred=tile >= NUM_BUF)
-        _issue_tile(kv_desc, k_smem, v_smem, ready, ids, buf, kv_head, PAGES, BLOCK_SIZE, id_layout)
-        ids = next_ids
-
-
-@gluon.jit
-def _ws_consumer(q_ptr, out_ptr, k_smem, v_smem, ready, empty, seq, kv_head, seq_len, num_tiles, scale_log2,
-                 NUM_KV_HEADS: gl.constexpr, QUERIES_PER_KV: gl.constexpr, BLOCK_M: gl.constexpr,
-                 BLOCK_N: gl.constexpr, NUM_BUF: gl.constexpr, NUM_WARPS: gl.constexpr):
-    """The math of `_gluon_decode_kernel` (early release): each slot is released right after its loads."""
-    mma: gl.constexpr = gl.NVMMADistributedLayout(version=[2, 0], warps_per_cta=[1, NUM_WARPS],
-                                                  instr_shape=[16, 8])
-    dot_a: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=2)
-    dot_b: gl.constexpr = gl.DotOperandLayout(operand_index=1, parent=mma, k_width=2)
-    rows_layout: gl.constexpr = gl.SliceLayout(1, mma)
-    cols_layout: gl.constexpr = gl.SliceLayout(0, mma)
-    io_layout: gl.constexpr = gl.BlockedLayout([1, 8], [2, 16], [NUM_WARPS, 1], [1, 0])
-    offs_m = gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, io_layout))
-    offs_h = gl.arange(0, HALF, layout=gl.SliceLayout(0, io_layout))
-    row_valid = offs_m < QUERIES_PER_KV
-    q_rows = q_ptr + (seq * (NUM_KV_HEADS * QUERIES_PER_KV) + kv_head * QUERIES_PER_KV + offs_m) * (2 * HALF)
-    q_ptrs = q_rows[:, None] + offs_h[None, :]
-    q0 = gl.convert_layout(gl.load(q_ptrs, mask=row_valid[:, None], other=0.0), dot_a)
-    q1 = gl.convert_layout(gl.load(q_ptrs + HALF, mask=row_valid[:, None], other=0.0), dot_a)
-    acc0 = gl.zeros([BLOCK_M, HALF], gl.float32, layout=mma)
-    acc1 = gl.zeros([BLOCK_M, HALF], gl.float32, layout=mma)
-    l_i = gl.zeros([BLOCK_M], gl.float32, layout=rows_layout)
-    m_i = gl.full([BLOCK_M], float("-inf"), gl.float32, layout=rows_layout)
-    offs_n = gl.arange(0, BLOCK_N, layout=cols_layout)
-    for tile in range(num_tiles):
-        buf = tile % NUM_BUF
-        mbarrier.wait(ready.index(buf), (tile // NUM_BUF) & 1)
-        k0 = k_smem.index(buf * 2).permute((1, 0)).load(dot_b)  # [64, N]
-        k1 = k_smem.index(buf * 2 + 1).permute((1, 0)).load(dot_b)
-        v0 = v_smem.index(buf * 2).load(dot_b)  # [N, 64]
-        v1 = v_smem.index(buf * 2 + 1).load(dot_b)
-        gl.thread_barrier()
-        mbarrier.arrive(empty.index(buf))
-        scores = mma_v2(q0, k0, gl.zeros([BLOCK_M, BLOCK_N], gl.float32, layout=mma))
-        scores = mma_v2(q1, k1, scores)  # [M, N]
-        key_valid = tile * BLOCK_N + offs_n < seq_len
-        scores = gl.where(key_valid[None, :], scores * scale_log2, float("-inf"))
-        m_new = gl.maximum(m_i, gl.max(scores, 1))
-        p = gl.exp2(scores - m_new[:, None])
-        alpha = gl.exp2(m_i - m_new)
-        l_i = l_i * alpha + gl.sum(p, 1)
-        m_i = m_new
-        p_dot = gl.convert_layout(p.to(k_smem.dtype), dot_a)
-        if tile == num_tiles - 1:  # past the end: zero V (0 * NaN would poison the row)
-            v_keys = tile * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, dot_b))
-            v0 = gl.where((v_keys < seq_len)[:, None], v0, 0.0)
-            v1 = gl.where((v_keys < seq_len)[:, None], v1, 0.0)
-        acc0 = mma_v2(p_dot, v0, acc0 * alpha[:, None])
-        acc1 = mma_v2(p_dot, v1, acc1 * alpha[:, None])
-    o_m = gl.arange(0, BLOCK_M, layout=rows_layout)
-    o_ptrs = (out_ptr + (seq * (NUM_KV_HEADS * QUERIES_PER_KV) + kv_head * QUERIES_PER_KV + o_m)[:, None]
-              * (2 * HALF) + gl.arange(0, HALF, layout=cols_layout)[None, :])
-    o_mask = (o_m < QUERIES_PER_KV)[:, None]
-    gl.store(o_ptrs, (acc0 / l_i[:, None]).to(out_ptr.dtype.element_ty), mask=o_mask)
-    gl.store(o_ptrs + HALF, (acc1 / l_i[:, None]).to(out_ptr.dtype.element_ty), mask=o_mask)
-
-
-@gluon.jit
-def _gluon_decode_ws_kernel(
-    q_ptr, kv_desc, out_ptr, seq_lens_ptr, block_tables_ptr, scale_log2, stride_bt_seq,
-    NUM_KV_HEADS: gl.constexpr, QUERIES_PER_KV: gl.constexpr, BLOCK_M: gl.constexpr,
-    BLOCK_SIZE: gl.constexpr, PAGES: gl.constexpr, NUM_BUF: gl.constexpr,
-):
-    """`_gluon_decode_kernel` warp-specialised: one producer warp issues the copies, the kernel's warps do
-    the math and release each slot through an `empty` mbarrier."""
-    BLOCK_N: gl.constexpr = PAGES * BLOCK_SIZE
-    pid = gl.program_id(0)
-    kv_head = pid % NUM_KV_HEADS
-    seq = pid // NUM_KV_HEADS
-    seq_len = gl.load(seq_lens_ptr + seq)
-    block_table_row = block_tables_ptr + seq.to(gl.int64) * stride_bt_seq
-    num_pages = gl.cdiv(seq_len, BLOCK_SIZE)
-    num_tiles = gl.cdiv(seq_len, BLOCK_N)
-    smem_layout: gl.constexpr = kv_desc.layout
-    k_smem = gl.allocate_shared_memory(kv_desc.dtype, [NUM_BUF * 2, BLOCK_N, HALF], smem_layout)
-    v_smem = gl.allocate_shared_memory(kv_desc.dtype, [NUM_BUF * 2, BLOCK_N, HALF], smem_layout)
-    ready = gl.allocate_shared_memory(gl.int64, [NUM_BUF, 1], mbarrier.MBarrierLayout())
-    empty = gl.allocate_shared_memory(gl.int64, [NUM_BUF, 1], mbarrier.MBarrierLayout())
-    for b in gl.static_range(NUM_BUF):
-        mbarrier.init(ready.index(b), count=1)
-        mbarrier.init(empty.index(b), count=1)
-    gl.warp_specialize([
-        (_ws_consumer, (q_ptr, out_ptr, k_smem, v_smem, ready, empty, seq, kv_head, seq_len, num_tiles,
-                        scale_log2, NUM_KV_HEADS, QUERIES_PER_KV, BLOCK_M, BLOCK_N, NUM_BUF, gl.num_warps())),
-        (_ws_producer, (kv_desc, k_smem, v_smem, ready, empty, block_table_row, num_pages, num_tiles, kv_head,
-                        PAGES, BLOCK_SIZE, NUM_BUF)),
-    ], [1], [48])
 
 
 def _pool_descriptor(pool: torch.Tensor) -> TensorDescriptor:
@@ -424,21 +68,21 @@ def variants(everything: bool) -> list[Variant]:
     pages x 8 KB (K and V); registers capped at 168 allow two programs per SM (None: 255, one)."""
     common = dict(NUM_KV_HEADS=KV_HEADS, QUERIES_PER_KV=Q_HEADS // KV_HEADS, BLOCK_M=16,
                   BLOCK_SIZE=BLOCK_SIZE)
-    out = [Variant(f"stream only p{pages} s{slots} w4", _gluon_decode_kernel,
+    out = [Variant(f"stream only p{pages} s{slots} w4", gluon_decode_kernel,
                    dict(common, PAGES=pages, NUM_BUF=slots, STREAM_ONLY=True, EARLY_RELEASE=False), 4,
                    checked=False)
            for pages, slots in [(4, 3), (4, 2), (2, 4)]]
     if everything:
-        out += [Variant(f"tile p{pages} s{slots} w{warps}{' early' if early else ''}", _gluon_decode_kernel,
+        out += [Variant(f"tile p{pages} s{slots} w{warps}{' early' if early else ''}", gluon_decode_kernel,
                         dict(common, PAGES=pages, NUM_BUF=slots, STREAM_ONLY=False, EARLY_RELEASE=early),
                         warps)
                 for pages, slots, warps, early in [(4, 3, 4, False), (4, 3, 4, True), (4, 2, 4, True),
                                                    (4, 4, 4, True), (8, 2, 4, True), (4, 3, 8, True)]]
         out += [Variant(f"warp pages s{slots} w{warps}{' early' if early else ''}",
-                        _gluon_decode_warp_pages_kernel, dict(common, NUM_BUF=slots, EARLY_RELEASE=early),
+                        gluon_decode_warp_pages_kernel, dict(common, NUM_BUF=slots, EARLY_RELEASE=early),
                         warps)
                 for slots, warps, early in [(2, 4, False), (2, 4, True), (3, 4, True), (4, 2, True)]]
-    out += [Variant(f"ws p{pages} s{slots} w{warps} r{maxnreg}", _gluon_decode_ws_kernel,
+    out += [Variant(f"ws p{pages} s{slots} w{warps} r{maxnreg}", gluon_decode_ws_kernel,
                     dict(common, PAGES=pages, NUM_BUF=slots), warps, maxnreg)
             for pages, slots, warps, maxnreg in [(4, 4, 4, None), (8, 2, 4, None), (4, 3, 4, 168),
                                                  (4, 2, 4, 168), (4, 3, 8, 168), (8, 3, 4, None),
