@@ -68,6 +68,84 @@ def _refill(kv_desc, k_smem, v_smem, bars, ids, buf, tile, num_tiles, kv_head, b
 
 
 @gluon.jit
+def _open_ring(kv_desc, seq_lens_ptr, block_tables_ptr, stride_bt_seq, NUM_KV_HEADS: gl.constexpr,
+               BLOCK_SIZE: gl.constexpr, PAGES: gl.constexpr, NUM_BUF: gl.constexpr, ID_LAYOUT: gl.constexpr):
+    """This program's (sequence, KV head) and lengths; the K and V rings ([NUM_BUF * 2 halves, tile keys,
+    64]) and their barriers, filled with the first NUM_BUF tiles; the page ids of the tile after them."""
+    BLOCK_N: gl.constexpr = PAGES * BLOCK_SIZE
+    pid = gl.program_id(0)
+    kv_head = pid % NUM_KV_HEADS
+    seq = pid // NUM_KV_HEADS
+    seq_len = gl.load(seq_lens_ptr + seq)
+    block_table_row = block_tables_ptr + seq.to(gl.int64) * stride_bt_seq
+    num_pages = gl.cdiv(seq_len, BLOCK_SIZE)
+    num_tiles = gl.cdiv(seq_len, BLOCK_N)
+    k_smem = gl.allocate_shared_memory(kv_desc.dtype, [NUM_BUF * 2, BLOCK_N, HALF], kv_desc.layout)
+    v_smem = gl.allocate_shared_memory(kv_desc.dtype, [NUM_BUF * 2, BLOCK_N, HALF], kv_desc.layout)
+    bars = gl.allocate_shared_memory(gl.int64, [NUM_BUF, 1], mbarrier.MBarrierLayout())
+    for b in gl.static_range(NUM_BUF):
+        mbarrier.init(bars.index(b), count=1)
+    for b in gl.static_range(NUM_BUF):
+        if b < num_tiles:
+            ids = _load_ids(block_table_row, b, num_pages, PAGES, ID_LAYOUT)
+            _issue_tile(kv_desc, k_smem, v_smem, bars, ids, b, kv_head, PAGES, BLOCK_SIZE, ID_LAYOUT)
+    next_ids = _load_ids(block_table_row, NUM_BUF, num_pages, PAGES, ID_LAYOUT)
+    return seq, kv_head, seq_len, block_table_row, num_pages, num_tiles, k_smem, v_smem, bars, next_ids
+
+
+@gluon.jit
+def _load_q(q_ptr, seq, kv_head, NUM_KV_HEADS: gl.constexpr, QUERIES_PER_KV: gl.constexpr,
+            BLOCK_M: gl.constexpr, MMA: gl.constexpr):
+    """The head group's queries as two [M, 64] A operands (rows >= QUERIES_PER_KV are padding: zeros)."""
+    io_layout: gl.constexpr = gl.BlockedLayout([1, 8], [2, 16], [gl.num_warps(), 1], [1, 0])
+    dot_a: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA, k_width=2)
+    offs_m = gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, io_layout))
+    offs_h = gl.arange(0, HALF, layout=gl.SliceLayout(0, io_layout))
+    row_valid = offs_m < QUERIES_PER_KV
+    q_rows = q_ptr + (seq * (NUM_KV_HEADS * QUERIES_PER_KV) + kv_head * QUERIES_PER_KV + offs_m) * (2 * HALF)
+    q_ptrs = q_rows[:, None] + offs_h[None, :]
+    q0 = gl.convert_layout(gl.load(q_ptrs, mask=row_valid[:, None], other=0.0), dot_a)
+    q1 = gl.convert_layout(gl.load(q_ptrs + HALF, mask=row_valid[:, None], other=0.0), dot_a)
+    return q0, q1
+
+
+@gluon.jit
+def _fold_tile(q0, q1, k0, k1, v0, v1, acc0, acc1, l_i, m_i, tile, num_tiles, seq_len, scale_log2,
+               BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, MMA: gl.constexpr):
+    """Online softmax over one tile: k0/k1 [64, N] and v0/v1 [N, 64] (head-dim halves) in registers."""
+    dot_a: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA, k_width=2)
+    dot_b: gl.constexpr = gl.DotOperandLayout(operand_index=1, parent=MMA, k_width=2)
+    scores = mma_v2(q0, k0, gl.zeros([BLOCK_M, BLOCK_N], gl.float32, layout=MMA))
+    scores = mma_v2(q1, k1, scores)  # [M, N]
+    key_valid = tile * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, MMA)) < seq_len
+    scores = gl.where(key_valid[None, :], scores * scale_log2, float("-inf"))
+    m_new = gl.maximum(m_i, gl.max(scores, 1))
+    p = gl.exp2(scores - m_new[:, None])
+    alpha = gl.exp2(m_i - m_new)
+    l_i = l_i * alpha + gl.sum(p, 1)
+    p_dot = gl.convert_layout(p.to(v0.dtype), dot_a)
+    if tile == num_tiles - 1:  # past the end: zero V (0 * NaN would poison the row)
+        v_keys = tile * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, dot_b))
+        v0 = gl.where((v_keys < seq_len)[:, None], v0, 0.0)
+        v1 = gl.where((v_keys < seq_len)[:, None], v1, 0.0)
+    acc0 = mma_v2(p_dot, v0, acc0 * alpha[:, None])
+    acc1 = mma_v2(p_dot, v1, acc1 * alpha[:, None])
+    return acc0, acc1, l_i, m_new
+
+
+@gluon.jit
+def _store_out(out_ptr, acc0, acc1, l_i, seq, kv_head, NUM_KV_HEADS: gl.constexpr,
+               QUERIES_PER_KV: gl.constexpr, BLOCK_M: gl.constexpr, MMA: gl.constexpr):
+    """out rows of the head group: acc / l, both head-dim halves."""
+    o_m = gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, MMA))
+    o_ptrs = (out_ptr + (seq * (NUM_KV_HEADS * QUERIES_PER_KV) + kv_head * QUERIES_PER_KV + o_m)[:, None]
+              * (2 * HALF) + gl.arange(0, HALF, layout=gl.SliceLayout(0, MMA))[None, :])
+    o_mask = (o_m < QUERIES_PER_KV)[:, None]
+    gl.store(o_ptrs, (acc0 / l_i[:, None]).to(out_ptr.dtype.element_ty), mask=o_mask)
+    gl.store(o_ptrs + HALF, (acc1 / l_i[:, None]).to(out_ptr.dtype.element_ty), mask=o_mask)
+
+
+@gluon.jit
 def gluon_decode_kernel(
     q_ptr, kv_desc, out_ptr, seq_lens_ptr, block_tables_ptr, scale_log2, stride_bt_seq,
     NUM_KV_HEADS: gl.constexpr, QUERIES_PER_KV: gl.constexpr, BLOCK_M: gl.constexpr,
@@ -78,48 +156,19 @@ def gluon_decode_kernel(
     NUM_WARPS: gl.constexpr = gl.num_warps()
     mma: gl.constexpr = gl.NVMMADistributedLayout(version=[2, 0], warps_per_cta=[1, NUM_WARPS],
                                                   instr_shape=[16, 8])
-    dot_a: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=2)
     dot_b: gl.constexpr = gl.DotOperandLayout(operand_index=1, parent=mma, k_width=2)
     rows_layout: gl.constexpr = gl.SliceLayout(1, mma)
-    cols_layout: gl.constexpr = gl.SliceLayout(0, mma)
     id_layout: gl.constexpr = gl.BlockedLayout([PAGES], [32], [NUM_WARPS], [0])
-    io_layout: gl.constexpr = gl.BlockedLayout([1, 8], [2, 16], [NUM_WARPS, 1], [1, 0])
 
-    pid = gl.program_id(0)
-    kv_head = pid % NUM_KV_HEADS
-    seq = pid // NUM_KV_HEADS
-    seq_len = gl.load(seq_lens_ptr + seq)
-    block_table_row = block_tables_ptr + seq.to(gl.int64) * stride_bt_seq
-    num_pages = gl.cdiv(seq_len, BLOCK_SIZE)
-    num_tiles = gl.cdiv(seq_len, BLOCK_N)
+    seq, kv_head, seq_len, block_table_row, num_pages, num_tiles, k_smem, v_smem, bars, next_ids = _open_ring(
+        kv_desc, seq_lens_ptr, block_tables_ptr, stride_bt_seq, NUM_KV_HEADS, BLOCK_SIZE, PAGES, NUM_BUF,
+        id_layout)
 
-    smem_layout: gl.constexpr = kv_desc.layout
-    k_smem = gl.allocate_shared_memory(kv_desc.dtype, [NUM_BUF * 2, BLOCK_N, HALF], smem_layout)
-    v_smem = gl.allocate_shared_memory(kv_desc.dtype, [NUM_BUF * 2, BLOCK_N, HALF], smem_layout)
-    bars = gl.allocate_shared_memory(gl.int64, [NUM_BUF, 1], mbarrier.MBarrierLayout())
-    for b in gl.static_range(NUM_BUF):
-        mbarrier.init(bars.index(b), count=1)
-    # fill the ring, and read the ids of the tile that follows it
-    for b in gl.static_range(NUM_BUF):
-        if b < num_tiles:
-            ids = _load_ids(block_table_row, b, num_pages, PAGES, id_layout)
-            _issue_tile(kv_desc, k_smem, v_smem, bars, ids, b, kv_head, PAGES, BLOCK_SIZE, id_layout)
-    next_ids = _load_ids(block_table_row, NUM_BUF, num_pages, PAGES, id_layout)
-
-    # q: [M, D] as two [M, 64] halves (rows >= QUERIES_PER_KV are padding: zeros)
-    offs_m = gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, io_layout))
-    offs_h = gl.arange(0, HALF, layout=gl.SliceLayout(0, io_layout))
-    row_valid = offs_m < QUERIES_PER_KV
-    q_rows = q_ptr + (seq * (NUM_KV_HEADS * QUERIES_PER_KV) + kv_head * QUERIES_PER_KV + offs_m) * (2 * HALF)
-    q_ptrs = q_rows[:, None] + offs_h[None, :]
-    q0 = gl.convert_layout(gl.load(q_ptrs, mask=row_valid[:, None], other=0.0), dot_a)
-    q1 = gl.convert_layout(gl.load(q_ptrs + HALF, mask=row_valid[:, None], other=0.0), dot_a)
-
+    q0, q1 = _load_q(q_ptr, seq, kv_head, NUM_KV_HEADS, QUERIES_PER_KV, BLOCK_M, mma)
     acc0 = gl.zeros([BLOCK_M, HALF], gl.float32, layout=mma)
     acc1 = gl.zeros([BLOCK_M, HALF], gl.float32, layout=mma)
     l_i = gl.zeros([BLOCK_M], gl.float32, layout=rows_layout)
     m_i = gl.full([BLOCK_M], float("-inf"), gl.float32, layout=rows_layout)
-    offs_n = gl.arange(0, BLOCK_N, layout=cols_layout)
     for tile in range(num_tiles):
         buf = tile % NUM_BUF
         mbarrier.wait(bars.index(buf), (tile // NUM_BUF) & 1)
@@ -132,37 +181,17 @@ def gluon_decode_kernel(
             next_ids = _refill(kv_desc, k_smem, v_smem, bars, next_ids, buf, tile, num_tiles, kv_head,
                                 block_table_row, num_pages, PAGES, BLOCK_SIZE, NUM_BUF, id_layout)
         if not STREAM_ONLY:
-            scores = mma_v2(q0, k0, gl.zeros([BLOCK_M, BLOCK_N], gl.float32, layout=mma))
-            scores = mma_v2(q1, k1, scores)  # [M, N]
-            key_valid = tile * BLOCK_N + offs_n < seq_len
-            scores = gl.where(key_valid[None, :], scores * scale_log2, float("-inf"))
-            m_new = gl.maximum(m_i, gl.max(scores, 1))
-            p = gl.exp2(scores - m_new[:, None])
-            alpha = gl.exp2(m_i - m_new)
-            l_i = l_i * alpha + gl.sum(p, 1)
-            m_i = m_new
-            p_dot = gl.convert_layout(p.to(kv_desc.dtype), dot_a)
-            if tile == num_tiles - 1:  # past the end: zero V (0 * NaN would poison the row)
-                v_keys = tile * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, dot_b))
-                v0 = gl.where((v_keys < seq_len)[:, None], v0, 0.0)
-                v1 = gl.where((v_keys < seq_len)[:, None], v1, 0.0)
-            acc0 = mma_v2(p_dot, v0, acc0 * alpha[:, None])
-            acc1 = mma_v2(p_dot, v1, acc1 * alpha[:, None])
+            acc0, acc1, l_i, m_i = _fold_tile(q0, q1, k0, k1, v0, v1, acc0, acc1, l_i, m_i, tile, num_tiles,
+                                              seq_len, scale_log2, BLOCK_M, BLOCK_N, mma)
         if not EARLY_RELEASE:  # every warp is done reading this slot: refill it with the tile NUM_BUF ahead
             next_ids = _refill(kv_desc, k_smem, v_smem, bars, next_ids, buf, tile, num_tiles, kv_head,
                                 block_table_row, num_pages, PAGES, BLOCK_SIZE, NUM_BUF, id_layout)
     for b in gl.static_range(NUM_BUF):
         mbarrier.invalidate(bars.index(b))
 
-    o_rows = out_ptr + (seq * (NUM_KV_HEADS * QUERIES_PER_KV) + kv_head * QUERIES_PER_KV
-                        + gl.arange(0, BLOCK_M, layout=rows_layout)) * (2 * HALF)
-    o_cols = gl.arange(0, HALF, layout=cols_layout)
-    o_mask = (gl.arange(0, BLOCK_M, layout=rows_layout) < QUERIES_PER_KV)[:, None]
     if STREAM_ONLY:
         l_i = gl.full([BLOCK_M], 1.0, gl.float32, layout=rows_layout)
-    o_ptrs = o_rows[:, None] + o_cols[None, :]
-    gl.store(o_ptrs, (acc0 / l_i[:, None]).to(out_ptr.dtype.element_ty), mask=o_mask)
-    gl.store(o_ptrs + HALF, (acc1 / l_i[:, None]).to(out_ptr.dtype.element_ty), mask=o_mask)
+    _store_out(out_ptr, acc0, acc1, l_i, seq, kv_head, NUM_KV_HEADS, QUERIES_PER_KV, BLOCK_M, mma)
 
 
 @gluon.jit
@@ -185,25 +214,9 @@ def gluon_decode_warp_pages_kernel(
     wm_layout: gl.constexpr = gl.SliceLayout(2, mma)  # [W, M]
     id_layout: gl.constexpr = gl.BlockedLayout([PAGES], [32], [W], [0])
 
-    pid = gl.program_id(0)
-    kv_head = pid % NUM_KV_HEADS
-    seq = pid // NUM_KV_HEADS
-    seq_len = gl.load(seq_lens_ptr + seq)
-    block_table_row = block_tables_ptr + seq.to(gl.int64) * stride_bt_seq
-    num_pages = gl.cdiv(seq_len, BLOCK_SIZE)
-    num_tiles = gl.cdiv(seq_len, BLOCK_N)
-
-    smem_layout: gl.constexpr = kv_desc.layout
-    k_smem = gl.allocate_shared_memory(kv_desc.dtype, [NUM_BUF * 2, BLOCK_N, HALF], smem_layout)
-    v_smem = gl.allocate_shared_memory(kv_desc.dtype, [NUM_BUF * 2, BLOCK_N, HALF], smem_layout)
-    bars = gl.allocate_shared_memory(gl.int64, [NUM_BUF, 1], mbarrier.MBarrierLayout())
-    for b in gl.static_range(NUM_BUF):
-        mbarrier.init(bars.index(b), count=1)
-    for b in gl.static_range(NUM_BUF):
-        if b < num_tiles:
-            ids = _load_ids(block_table_row, b, num_pages, PAGES, id_layout)
-            _issue_tile(kv_desc, k_smem, v_smem, bars, ids, b, kv_head, PAGES, BLOCK_SIZE, id_layout)
-    next_ids = _load_ids(block_table_row, NUM_BUF, num_pages, PAGES, id_layout)
+    seq, kv_head, seq_len, block_table_row, num_pages, num_tiles, k_smem, v_smem, bars, next_ids = _open_ring(
+        kv_desc, seq_lens_ptr, block_tables_ptr, stride_bt_seq, NUM_KV_HEADS, BLOCK_SIZE, PAGES, NUM_BUF,
+        id_layout)
 
     # q broadcast to every warp: [W, M, 64] x 2 halves
     q_w = gl.arange(0, W, layout=gl.SliceLayout(1, gl.SliceLayout(2, dot_a)))
@@ -296,23 +309,13 @@ def _ws_consumer(q_ptr, out_ptr, k_smem, v_smem, ready, empty, seq, kv_head, seq
     """The math of `gluon_decode_kernel` (early release): each slot is released right after its loads."""
     mma: gl.constexpr = gl.NVMMADistributedLayout(version=[2, 0], warps_per_cta=[1, NUM_WARPS],
                                                   instr_shape=[16, 8])
-    dot_a: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=2)
     dot_b: gl.constexpr = gl.DotOperandLayout(operand_index=1, parent=mma, k_width=2)
     rows_layout: gl.constexpr = gl.SliceLayout(1, mma)
-    cols_layout: gl.constexpr = gl.SliceLayout(0, mma)
-    io_layout: gl.constexpr = gl.BlockedLayout([1, 8], [2, 16], [NUM_WARPS, 1], [1, 0])
-    offs_m = gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, io_layout))
-    offs_h = gl.arange(0, HALF, layout=gl.SliceLayout(0, io_layout))
-    row_valid = offs_m < QUERIES_PER_KV
-    q_rows = q_ptr + (seq * (NUM_KV_HEADS * QUERIES_PER_KV) + kv_head * QUERIES_PER_KV + offs_m) * (2 * HALF)
-    q_ptrs = q_rows[:, None] + offs_h[None, :]
-    q0 = gl.convert_layout(gl.load(q_ptrs, mask=row_valid[:, None], other=0.0), dot_a)
-    q1 = gl.convert_layout(gl.load(q_ptrs + HALF, mask=row_valid[:, None], other=0.0), dot_a)
+    q0, q1 = _load_q(q_ptr, seq, kv_head, NUM_KV_HEADS, QUERIES_PER_KV, BLOCK_M, mma)
     acc0 = gl.zeros([BLOCK_M, HALF], gl.float32, layout=mma)
     acc1 = gl.zeros([BLOCK_M, HALF], gl.float32, layout=mma)
     l_i = gl.zeros([BLOCK_M], gl.float32, layout=rows_layout)
     m_i = gl.full([BLOCK_M], float("-inf"), gl.float32, layout=rows_layout)
-    offs_n = gl.arange(0, BLOCK_N, layout=cols_layout)
     for tile in range(num_tiles):
         buf = tile % NUM_BUF
         mbarrier.wait(ready.index(buf), (tile // NUM_BUF) & 1)
@@ -322,28 +325,9 @@ def _ws_consumer(q_ptr, out_ptr, k_smem, v_smem, ready, empty, seq, kv_head, seq
         v1 = v_smem.index(buf * 2 + 1).load(dot_b)
         gl.thread_barrier()
         mbarrier.arrive(empty.index(buf))
-        scores = mma_v2(q0, k0, gl.zeros([BLOCK_M, BLOCK_N], gl.float32, layout=mma))
-        scores = mma_v2(q1, k1, scores)  # [M, N]
-        key_valid = tile * BLOCK_N + offs_n < seq_len
-        scores = gl.where(key_valid[None, :], scores * scale_log2, float("-inf"))
-        m_new = gl.maximum(m_i, gl.max(scores, 1))
-        p = gl.exp2(scores - m_new[:, None])
-        alpha = gl.exp2(m_i - m_new)
-        l_i = l_i * alpha + gl.sum(p, 1)
-        m_i = m_new
-        p_dot = gl.convert_layout(p.to(k_smem.dtype), dot_a)
-        if tile == num_tiles - 1:  # past the end: zero V (0 * NaN would poison the row)
-            v_keys = tile * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, dot_b))
-            v0 = gl.where((v_keys < seq_len)[:, None], v0, 0.0)
-            v1 = gl.where((v_keys < seq_len)[:, None], v1, 0.0)
-        acc0 = mma_v2(p_dot, v0, acc0 * alpha[:, None])
-        acc1 = mma_v2(p_dot, v1, acc1 * alpha[:, None])
-    o_m = gl.arange(0, BLOCK_M, layout=rows_layout)
-    o_ptrs = (out_ptr + (seq * (NUM_KV_HEADS * QUERIES_PER_KV) + kv_head * QUERIES_PER_KV + o_m)[:, None]
-              * (2 * HALF) + gl.arange(0, HALF, layout=cols_layout)[None, :])
-    o_mask = (o_m < QUERIES_PER_KV)[:, None]
-    gl.store(o_ptrs, (acc0 / l_i[:, None]).to(out_ptr.dtype.element_ty), mask=o_mask)
-    gl.store(o_ptrs + HALF, (acc1 / l_i[:, None]).to(out_ptr.dtype.element_ty), mask=o_mask)
+        acc0, acc1, l_i, m_i = _fold_tile(q0, q1, k0, k1, v0, v1, acc0, acc1, l_i, m_i, tile, num_tiles,
+                                          seq_len, scale_log2, BLOCK_M, BLOCK_N, mma)
+    _store_out(out_ptr, acc0, acc1, l_i, seq, kv_head, NUM_KV_HEADS, QUERIES_PER_KV, BLOCK_M, mma)
 
 
 @gluon.jit
