@@ -68,11 +68,9 @@ def _refill(kv_desc, k_smem, v_smem, bars, ids, buf, tile, num_tiles, kv_head, b
 
 
 @gluon.jit
-def _open_ring(kv_desc, seq_lens_ptr, block_tables_ptr, stride_bt_seq, NUM_KV_HEADS: gl.constexpr,
-               BLOCK_SIZE: gl.constexpr, PAGES: gl.constexpr, NUM_BUF: gl.constexpr, ID_LAYOUT: gl.constexpr):
-    """This program's (sequence, KV head) and lengths; the K and V rings ([NUM_BUF * 2 halves, tile keys,
-    64]) and their barriers, filled with the first NUM_BUF tiles; the page ids of the tile after them."""
-    BLOCK_N: gl.constexpr = PAGES * BLOCK_SIZE
+def _program(seq_lens_ptr, block_tables_ptr, stride_bt_seq, NUM_KV_HEADS: gl.constexpr,
+             BLOCK_SIZE: gl.constexpr, BLOCK_N: gl.constexpr):
+    """This program's sequence and KV head, its length, block-table row, and page and tile counts."""
     pid = gl.program_id(0)
     kv_head = pid % NUM_KV_HEADS
     seq = pid // NUM_KV_HEADS
@@ -80,6 +78,17 @@ def _open_ring(kv_desc, seq_lens_ptr, block_tables_ptr, stride_bt_seq, NUM_KV_HE
     block_table_row = block_tables_ptr + seq.to(gl.int64) * stride_bt_seq
     num_pages = gl.cdiv(seq_len, BLOCK_SIZE)
     num_tiles = gl.cdiv(seq_len, BLOCK_N)
+    return seq, kv_head, seq_len, block_table_row, num_pages, num_tiles
+
+
+@gluon.jit
+def _open_ring(kv_desc, seq_lens_ptr, block_tables_ptr, stride_bt_seq, NUM_KV_HEADS: gl.constexpr,
+               BLOCK_SIZE: gl.constexpr, PAGES: gl.constexpr, NUM_BUF: gl.constexpr, ID_LAYOUT: gl.constexpr):
+    """This program's (sequence, KV head) and lengths; the K and V rings ([NUM_BUF * 2 halves, tile keys,
+    64]) and their barriers, filled with the first NUM_BUF tiles; the page ids of the tile after them."""
+    BLOCK_N: gl.constexpr = PAGES * BLOCK_SIZE
+    seq, kv_head, seq_len, block_table_row, num_pages, num_tiles = _program(
+        seq_lens_ptr, block_tables_ptr, stride_bt_seq, NUM_KV_HEADS, BLOCK_SIZE, BLOCK_N)
     k_smem = gl.allocate_shared_memory(kv_desc.dtype, [NUM_BUF * 2, BLOCK_N, HALF], kv_desc.layout)
     v_smem = gl.allocate_shared_memory(kv_desc.dtype, [NUM_BUF * 2, BLOCK_N, HALF], kv_desc.layout)
     bars = gl.allocate_shared_memory(gl.int64, [NUM_BUF, 1], mbarrier.MBarrierLayout())
@@ -94,9 +103,10 @@ def _open_ring(kv_desc, seq_lens_ptr, block_tables_ptr, stride_bt_seq, NUM_KV_HE
 
 
 @gluon.jit
-def _load_q(q_ptr, seq, kv_head, NUM_KV_HEADS: gl.constexpr, QUERIES_PER_KV: gl.constexpr,
-            BLOCK_M: gl.constexpr, MMA: gl.constexpr):
-    """The head group's queries as two [M, 64] A operands (rows >= QUERIES_PER_KV are padding: zeros)."""
+def _start(q_ptr, seq, kv_head, NUM_KV_HEADS: gl.constexpr, QUERIES_PER_KV: gl.constexpr,
+           BLOCK_M: gl.constexpr, MMA: gl.constexpr):
+    """The head group's queries as two [M, 64] A operands (rows >= QUERIES_PER_KV are padding: zeros), and
+    the online softmax's empty state: two [M, 64] accumulators, the running sum and max."""
     io_layout: gl.constexpr = gl.BlockedLayout([1, 8], [2, 16], [gl.num_warps(), 1], [1, 0])
     dot_a: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA, k_width=2)
     offs_m = gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, io_layout))
@@ -106,7 +116,22 @@ def _load_q(q_ptr, seq, kv_head, NUM_KV_HEADS: gl.constexpr, QUERIES_PER_KV: gl.
     q_ptrs = q_rows[:, None] + offs_h[None, :]
     q0 = gl.convert_layout(gl.load(q_ptrs, mask=row_valid[:, None], other=0.0), dot_a)
     q1 = gl.convert_layout(gl.load(q_ptrs + HALF, mask=row_valid[:, None], other=0.0), dot_a)
-    return q0, q1
+    acc0 = gl.zeros([BLOCK_M, HALF], gl.float32, layout=MMA)
+    acc1 = gl.zeros([BLOCK_M, HALF], gl.float32, layout=MMA)
+    l_i = gl.zeros([BLOCK_M], gl.float32, layout=gl.SliceLayout(1, MMA))
+    m_i = gl.full([BLOCK_M], float("-inf"), gl.float32, layout=gl.SliceLayout(1, MMA))
+    return q0, q1, acc0, acc1, l_i, m_i
+
+
+@gluon.jit
+def _load_tile(k_smem, v_smem, buf, MMA: gl.constexpr):
+    """Ring slot `buf` into registers as B operands: k0/k1 [64, N] (K transposed), v0/v1 [N, 64]."""
+    dot_b: gl.constexpr = gl.DotOperandLayout(operand_index=1, parent=MMA, k_width=2)
+    k0 = k_smem.index(buf * 2).permute((1, 0)).load(dot_b)
+    k1 = k_smem.index(buf * 2 + 1).permute((1, 0)).load(dot_b)
+    v0 = v_smem.index(buf * 2).load(dot_b)
+    v1 = v_smem.index(buf * 2 + 1).load(dot_b)
+    return k0, k1, v0, v1
 
 
 @gluon.jit
@@ -156,7 +181,6 @@ def gluon_decode_kernel(
     NUM_WARPS: gl.constexpr = gl.num_warps()
     mma: gl.constexpr = gl.NVMMADistributedLayout(version=[2, 0], warps_per_cta=[1, NUM_WARPS],
                                                   instr_shape=[16, 8])
-    dot_b: gl.constexpr = gl.DotOperandLayout(operand_index=1, parent=mma, k_width=2)
     rows_layout: gl.constexpr = gl.SliceLayout(1, mma)
     id_layout: gl.constexpr = gl.BlockedLayout([PAGES], [32], [NUM_WARPS], [0])
 
@@ -164,19 +188,12 @@ def gluon_decode_kernel(
         kv_desc, seq_lens_ptr, block_tables_ptr, stride_bt_seq, NUM_KV_HEADS, BLOCK_SIZE, PAGES, NUM_BUF,
         id_layout)
 
-    q0, q1 = _load_q(q_ptr, seq, kv_head, NUM_KV_HEADS, QUERIES_PER_KV, BLOCK_M, mma)
-    acc0 = gl.zeros([BLOCK_M, HALF], gl.float32, layout=mma)
-    acc1 = gl.zeros([BLOCK_M, HALF], gl.float32, layout=mma)
-    l_i = gl.zeros([BLOCK_M], gl.float32, layout=rows_layout)
-    m_i = gl.full([BLOCK_M], float("-inf"), gl.float32, layout=rows_layout)
+    q0, q1, acc0, acc1, l_i, m_i = _start(q_ptr, seq, kv_head, NUM_KV_HEADS, QUERIES_PER_KV, BLOCK_M, mma)
     for tile in range(num_tiles):
         buf = tile % NUM_BUF
         mbarrier.wait(bars.index(buf), (tile // NUM_BUF) & 1)
         if not STREAM_ONLY:
-            k0 = k_smem.index(buf * 2).permute((1, 0)).load(dot_b)  # [64, N]
-            k1 = k_smem.index(buf * 2 + 1).permute((1, 0)).load(dot_b)
-            v0 = v_smem.index(buf * 2).load(dot_b)  # [N, 64]
-            v1 = v_smem.index(buf * 2 + 1).load(dot_b)
+            k0, k1, v0, v1 = _load_tile(k_smem, v_smem, buf, mma)
         if EARLY_RELEASE:  # the tile is in registers: refill its slot before the math
             next_ids = _refill(kv_desc, k_smem, v_smem, bars, next_ids, buf, tile, num_tiles, kv_head,
                                 block_table_row, num_pages, PAGES, BLOCK_SIZE, NUM_BUF, id_layout)
@@ -309,20 +326,11 @@ def _ws_consumer(q_ptr, out_ptr, k_smem, v_smem, ready, empty, seq, kv_head, seq
     """The math of `gluon_decode_kernel` (early release): each slot is released right after its loads."""
     mma: gl.constexpr = gl.NVMMADistributedLayout(version=[2, 0], warps_per_cta=[1, NUM_WARPS],
                                                   instr_shape=[16, 8])
-    dot_b: gl.constexpr = gl.DotOperandLayout(operand_index=1, parent=mma, k_width=2)
-    rows_layout: gl.constexpr = gl.SliceLayout(1, mma)
-    q0, q1 = _load_q(q_ptr, seq, kv_head, NUM_KV_HEADS, QUERIES_PER_KV, BLOCK_M, mma)
-    acc0 = gl.zeros([BLOCK_M, HALF], gl.float32, layout=mma)
-    acc1 = gl.zeros([BLOCK_M, HALF], gl.float32, layout=mma)
-    l_i = gl.zeros([BLOCK_M], gl.float32, layout=rows_layout)
-    m_i = gl.full([BLOCK_M], float("-inf"), gl.float32, layout=rows_layout)
+    q0, q1, acc0, acc1, l_i, m_i = _start(q_ptr, seq, kv_head, NUM_KV_HEADS, QUERIES_PER_KV, BLOCK_M, mma)
     for tile in range(num_tiles):
         buf = tile % NUM_BUF
         mbarrier.wait(ready.index(buf), (tile // NUM_BUF) & 1)
-        k0 = k_smem.index(buf * 2).permute((1, 0)).load(dot_b)  # [64, N]
-        k1 = k_smem.index(buf * 2 + 1).permute((1, 0)).load(dot_b)
-        v0 = v_smem.index(buf * 2).load(dot_b)  # [N, 64]
-        v1 = v_smem.index(buf * 2 + 1).load(dot_b)
+        k0, k1, v0, v1 = _load_tile(k_smem, v_smem, buf, mma)
         gl.thread_barrier()
         mbarrier.arrive(empty.index(buf))
         acc0, acc1, l_i, m_i = _fold_tile(q0, q1, k0, k1, v0, v1, acc0, acc1, l_i, m_i, tile, num_tiles,
@@ -339,16 +347,10 @@ def gluon_decode_ws_kernel(
     """`gluon_decode_kernel` warp-specialised: one producer warp issues the copies, the kernel's warps do
     the math and release each slot through an `empty` mbarrier."""
     BLOCK_N: gl.constexpr = PAGES * BLOCK_SIZE
-    pid = gl.program_id(0)
-    kv_head = pid % NUM_KV_HEADS
-    seq = pid // NUM_KV_HEADS
-    seq_len = gl.load(seq_lens_ptr + seq)
-    block_table_row = block_tables_ptr + seq.to(gl.int64) * stride_bt_seq
-    num_pages = gl.cdiv(seq_len, BLOCK_SIZE)
-    num_tiles = gl.cdiv(seq_len, BLOCK_N)
-    smem_layout: gl.constexpr = kv_desc.layout
-    k_smem = gl.allocate_shared_memory(kv_desc.dtype, [NUM_BUF * 2, BLOCK_N, HALF], smem_layout)
-    v_smem = gl.allocate_shared_memory(kv_desc.dtype, [NUM_BUF * 2, BLOCK_N, HALF], smem_layout)
+    seq, kv_head, seq_len, block_table_row, num_pages, num_tiles = _program(
+        seq_lens_ptr, block_tables_ptr, stride_bt_seq, NUM_KV_HEADS, BLOCK_SIZE, BLOCK_N)
+    k_smem = gl.allocate_shared_memory(kv_desc.dtype, [NUM_BUF * 2, BLOCK_N, HALF], kv_desc.layout)
+    v_smem = gl.allocate_shared_memory(kv_desc.dtype, [NUM_BUF * 2, BLOCK_N, HALF], kv_desc.layout)
     ready = gl.allocate_shared_memory(gl.int64, [NUM_BUF, 1], mbarrier.MBarrierLayout())
     empty = gl.allocate_shared_memory(gl.int64, [NUM_BUF, 1], mbarrier.MBarrierLayout())
     for b in gl.static_range(NUM_BUF):
