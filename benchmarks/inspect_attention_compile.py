@@ -35,6 +35,14 @@ CASES = [
     ("decode, split-K, ids in-iteration", attention.AttentionConfig(16, 1, 64, 4, 3), True),
     ("decode, split-K, one loop", attention.AttentionConfig(16, 1, 64, 4, 3, True, one_loop=True), True),
     ("decode, big grid, one loop", attention.AttentionConfig(16, 1, 64, 4, 2, one_loop=True), False),
+    ("decode, 1-4 programs per SM, one loop", attention.AttentionConfig(16, 1, 128, 4, 2, one_loop=True),
+     False),
+    *((f"decode, {grid}, overlapped, {order}",
+       attention.AttentionConfig(16, 1, block_n, 4, stages, ahead, one_loop=True, overlap=overlap), split_k)
+      for grid, block_n, stages, ahead, split_k in (("big grid", 64, 2, False, False),
+                                                    ("1-4 programs per SM", 128, 2, False, False),
+                                                    ("split-K", 64, 3, True, True))
+      for order, overlap in (("scores first", attention.SCORES_FIRST), ("fold first", attention.FOLD_FIRST))),
     ("prefill 256 rows, 16 warps", attention.AttentionConfig(256, 36, 64, 16, 3, True), False),
     ("prefill 128 rows", attention.AttentionConfig(128, 18, 64, 8, 3, True), False),
     ("prefill 128 rows, one loop", attention.AttentionConfig(128, 18, 64, 8, 3, True, one_loop=True), False),
@@ -49,7 +57,7 @@ def compile_case(config, split_k: bool):
     constants = dict(NUM_KV_HEADS=4, QUERIES_PER_KV=7, HEAD_DIM=128, HEAD_DIM_PAD=128, BLOCK_Q=config.block_q,
                      BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_SIZE=16, DIRECT_GRID=True,
                      SPLIT_K=split_k, QUERY_FILTER=0, DOT_PRECISION="tf32", USE_PDL=False,
-                     PAGES_AHEAD=config.pages_ahead, ONE_LOOP=config.one_loop)
+                     PAGES_AHEAD=config.pages_ahead, ONE_LOOP=config.one_loop, OVERLAP=config.overlap)
     signature, specialised, attrs = {}, {}, {}
     for index, name in enumerate(params):
         if name in POINTERS:

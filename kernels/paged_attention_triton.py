@@ -51,103 +51,23 @@ import triton
 import triton.language as tl
 from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
-from .paged_attention_config import (
+from .paged_attention_config import (  # noqa: F401 - the overlap orders are re-exported for callers
+    FOLD_FIRST,
+    NO_OVERLAP,
+    SCORES_FIRST,
     AttentionConfig,
     merge_num_warps,
     num_sms,
     pick_config,
     pick_num_splits,
 )
+from .paged_attention_loop_triton import _attend_tiles, _attend_tiles_overlapped, _tile_pages
 from .paged_attention_split_triton import merge_splits_kernel, split_k_views
 from .pdl import pdl_enabled
 
 _LOG2E = 1.4426950408889634
 _SEARCH_BLOCK = tl.constexpr(128)  # sequences counted per step of the tile -> sequence search
 ALL_QUERIES, DECODES_ONLY, PREFILLS_ONLY = 0, 1, 2  # `query_filter` of a launch
-
-
-@triton.jit
-def _tile_pages(
-    block_table_row, tile, kv_end, stride_bt_block,
-    BLOCK_N: tl.constexpr, BLOCK_SIZE: tl.constexpr, MASKED: tl.constexpr,
-):
-    """Page of each key of KV tile `tile` ([BLOCK_N] int32). MASKED: 0 for keys at or past kv_end (else
-    the tile must lie wholly before kv_end)."""
-    keys = tile * BLOCK_N + tl.arange(0, BLOCK_N)
-    if MASKED:
-        return tl.load(block_table_row + (keys // BLOCK_SIZE) * stride_bt_block, mask=keys < kv_end, other=0)
-    return tl.load(block_table_row + (keys // BLOCK_SIZE) * stride_bt_block)
-
-
-@triton.jit
-def _attend_tiles(
-    acc, l_i, m_i, q, q_pos, k_base, v_base, block_table_row, pages, tile_lo, tile_hi, tile_step, mask_from,
-    kv_end, stride_k_page, stride_k_slot, stride_k_dim, stride_v_page, stride_v_slot, stride_v_dim,
-    stride_bt_block, scale_log2,
-    HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_SIZE: tl.constexpr,
-    CAUSAL: tl.constexpr, MASK_FROM: tl.constexpr, DOT_PRECISION: tl.constexpr, PAGES_AHEAD: tl.constexpr,
-):
-    """Online softmax over KV tiles tile_lo, tile_lo + tile_step, ... < tile_hi (tile_step > 1: a split
-    of split-K). `pages`: the page ids of tile_lo (PAGES_AHEAD; unused otherwise). CAUSAL=False only for
-    tiles whose keys all lie at or before every row's query position (no key or causal mask needed);
-    CAUSAL=True masks keys past kv_end in the loads and applies the causal mask, to every tile or
-    (MASK_FROM) to tiles from `mask_from` on.
-
-    PAGES_AHEAD: each tile's page ids are read one iteration ahead and carried into the next. K/V
-    addresses then depend on no load of their own iteration, and Triton's pipeliner keeps
-    `num_stages - 1` tiles in flight. Read in the same iteration (PAGES_AHEAD=False), the indirect load
-    limits it to one tile whatever num_stages says: the next tile is fetched only after this one was
-    consumed (seen in the TTGIR compiled for sm_90). Deep pipelining pays for programs that stream many
-    tiles (prefill tiles, split-K decodes); big decode grids hide latency across programs and run
-    faster without the carried ids (benchmarks/results/kernels_sweep.md)."""
-    offs_n = tl.arange(0, BLOCK_N)
-    offs_d = tl.arange(0, HEAD_DIM_PAD)
-    dim_valid = offs_d < HEAD_DIM
-    for tile in range(tile_lo, tile_hi, tile_step):
-        keys = tile * BLOCK_N + offs_n  # [N] absolute key positions
-        key_valid = keys < kv_end
-        if PAGES_AHEAD:
-            tile_pages = pages
-        else:
-            tile_pages = _tile_pages(block_table_row, tile, kv_end, stride_bt_block, BLOCK_N, BLOCK_SIZE,
-                                     CAUSAL)
-        slots = keys % BLOCK_SIZE
-        k_ptrs = (k_base + tile_pages.to(tl.int64)[:, None] * stride_k_page + slots[:, None] * stride_k_slot
-                  + offs_d[None, :] * stride_k_dim)  # [N, Dp]
-        v_ptrs = (v_base + tile_pages.to(tl.int64)[:, None] * stride_v_page + slots[:, None] * stride_v_slot
-                  + offs_d[None, :] * stride_v_dim)
-        if PAGES_AHEAD:
-            pages = _tile_pages(block_table_row, tile + tile_step, kv_end, stride_bt_block, BLOCK_N,
-                                BLOCK_SIZE, True)
-        if CAUSAL:
-            kv_mask = key_valid[:, None] & dim_valid[None, :]
-            k = tl.load(k_ptrs, mask=kv_mask, other=0.0)
-            v = tl.load(v_ptrs, mask=kv_mask, other=0.0)
-        elif HEAD_DIM == HEAD_DIM_PAD:
-            k = tl.load(k_ptrs)
-            v = tl.load(v_ptrs)
-        else:
-            k = tl.load(k_ptrs, mask=dim_valid[None, :], other=0.0)
-            v = tl.load(v_ptrs, mask=dim_valid[None, :], other=0.0)
-
-        scores = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION)  # [M, N], unscaled
-        if CAUSAL:
-            if MASK_FROM:
-                if tile >= mask_from:
-                    scores = tl.where(keys[None, :] <= q_pos[:, None], scores, float("-inf"))
-            else:
-                scores = tl.where(keys[None, :] <= q_pos[:, None], scores, float("-inf"))
-            m_new = tl.maximum(m_i, tl.max(scores, 1) * scale_log2)  # running max, log2 units
-            m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows with no key yet: avoid inf - inf
-        else:
-            m_new = tl.maximum(m_i, tl.max(scores, 1) * scale_log2)
-            m_ref = m_new
-        p = tl.exp2(scores * scale_log2 - m_ref[:, None])
-        alpha = tl.exp2(m_i - m_ref)
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None], input_precision=DOT_PRECISION)  # in-place MMA
-        m_i = m_new
-    return acc, l_i, m_i
 
 
 @triton.jit
@@ -166,7 +86,7 @@ def _paged_attention_kernel(
     HEAD_DIM_PAD: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     BLOCK_SIZE: tl.constexpr, DIRECT_GRID: tl.constexpr, SPLIT_K: tl.constexpr,
     QUERY_FILTER: tl.constexpr, DOT_PRECISION: tl.constexpr, USE_PDL: tl.constexpr, PAGES_AHEAD: tl.constexpr,
-    ONE_LOOP: tl.constexpr,
+    ONE_LOOP: tl.constexpr, OVERLAP: tl.constexpr,
 ):
     if USE_PDL:  # kernels/pdl.py: q, the caches, out and the scratch are free past this line
         gdc_wait()
@@ -269,12 +189,20 @@ def _paged_attention_kernel(
         if PAGES_AHEAD:  # the masked loop's first ids (carrying the first loop's: prefill 3-12% slower)
             pages = _tile_pages(block_table_row, masked_lo, kv_end, stride_bt_block, BLOCK_N, BLOCK_SIZE,
                                 True)
-    acc, l_i, m_i = _attend_tiles(
-        acc, l_i, m_i, q, q_pos, k_base, v_base, block_table_row, pages, masked_lo, tile_hi, tile_step,
-        tile_mid, kv_end, stride_k_page, stride_k_slot, stride_k_dim, stride_v_page, stride_v_slot,
-        stride_v_dim, stride_bt_block, scale_log2, HEAD_DIM, HEAD_DIM_PAD, BLOCK_N, BLOCK_SIZE,
-        True, ONE_LOOP, DOT_PRECISION, PAGES_AHEAD,
-    )
+    if OVERLAP:  # ONE_LOOP only (its loop always has a tile); 1: SCORES_FIRST, 2: FOLD_FIRST
+        acc, l_i, m_i = _attend_tiles_overlapped(
+            acc, l_i, m_i, q, q_pos, k_base, v_base, block_table_row, pages, masked_lo, tile_hi, tile_step,
+            tile_mid, kv_end, stride_k_page, stride_k_slot, stride_k_dim, stride_v_page, stride_v_slot,
+            stride_v_dim, stride_bt_block, scale_log2, HEAD_DIM, HEAD_DIM_PAD, BLOCK_N, BLOCK_SIZE,
+            DOT_PRECISION, PAGES_AHEAD, OVERLAP == 1,
+        )
+    else:
+        acc, l_i, m_i = _attend_tiles(
+            acc, l_i, m_i, q, q_pos, k_base, v_base, block_table_row, pages, masked_lo, tile_hi, tile_step,
+            tile_mid, kv_end, stride_k_page, stride_k_slot, stride_k_dim, stride_v_page, stride_v_slot,
+            stride_v_dim, stride_bt_block, scale_log2, HEAD_DIM, HEAD_DIM_PAD, BLOCK_N, BLOCK_SIZE,
+            True, ONE_LOOP, DOT_PRECISION, PAGES_AHEAD,
+        )
     if USE_PDL:  # the main work is done: let the next kernel's programs be scheduled now
         gdc_launch_dependents()
 
@@ -384,7 +312,7 @@ def paged_attention_launch(
         HEAD_DIM_PAD=head_dim_pad, BLOCK_Q=block_q, BLOCK_M=config.block_m, BLOCK_N=config.block_n,
         BLOCK_SIZE=block_size, DIRECT_GRID=direct_grid, SPLIT_K=split_k, QUERY_FILTER=query_filter,
         DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32", USE_PDL=use_pdl,
-        PAGES_AHEAD=config.pages_ahead, ONE_LOOP=config.one_loop,
+        PAGES_AHEAD=config.pages_ahead, ONE_LOOP=config.one_loop, OVERLAP=config.overlap,
         num_warps=config.num_warps, num_stages=config.num_stages, launch_pdl=use_pdl,
     )
     if split_k:
