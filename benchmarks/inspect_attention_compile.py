@@ -8,6 +8,10 @@ and how many tile loads stay in flight (the `async_wait {num = N}` of the pipeli
 tile is waited for at the top of every iteration). Arguments are specialised as the runtime JIT does (unit
 strides as constants, 16-byte divisibility), so the code matches what runs on the H200.
 This is how the indirect-load pipelining limit behind `AttentionConfig.pages_ahead` was found.
+
+`--compare DIR` checks a refactor without a GPU: DIR is a `--dump` of another commit (run this script in
+a worktree of it); each case's TTGIR is compared up to value names and source locations, and a case that
+compiles the same runs the same.
 """
 
 from __future__ import annotations
@@ -77,10 +81,20 @@ def compile_case(config, split_k: bool):
     return triton.compile(source, target=GPUTarget("cuda", 90, 32), options=options)
 
 
+def normalized_ttgir(text: str) -> str:
+    """TTGIR without source locations, values renamed %v0, %v1, ... in order of appearance."""
+    text = re.sub(r" loc\([^)]*\)", "", text)
+    text = "\n".join(line for line in text.splitlines() if not line.startswith("#loc"))
+    names: dict[str, str] = {}
+    return re.sub(r"%[A-Za-z_]\w*", lambda m: names.setdefault(m.group(0), f"%v{len(names)}"), text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--dump", default=None, help="also write each case's TTGIR and PTX here")
+    parser.add_argument("--compare", default=None, help="a --dump folder of another commit: same TTGIR?")
     args = parser.parse_args()
+    verdicts = []
     ptxas = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
     lines = ["| case | config | shared KB | registers | spill stores B | programs/SM (regs, smem) | "
              "tiles waited in flight |", "| --- | --- | --- | --- | --- | --- | --- |"]
@@ -101,14 +115,25 @@ def main() -> None:
         lines.append(f"| {label} | {config.block_m}x{config.block_n}, {config.num_warps} warps, "
                      f"{config.num_stages} stages{', ids ahead' if config.pages_ahead else ''} | "
                      f"{shared // 1024} | {registers} | {spills} | {by_regs}, {by_smem} | {in_flight} |")
+        stem_name = re.sub(r"\W+", "_", label)
+        if args.compare:
+            other = os.path.join(args.compare, f"{stem_name}.ttgir")
+            if not os.path.exists(other):
+                verdicts.append(f"{label}: not in {args.compare}")
+            else:
+                with open(other) as f:
+                    same = normalized_ttgir(f.read()) == normalized_ttgir(ttgir)
+                verdicts.append(f"{label}: {'same TTGIR' if same else 'TTGIR DIFFERS'}")
         if args.dump:
             os.makedirs(args.dump, exist_ok=True)
-            stem = os.path.join(args.dump, re.sub(r"\W+", "_", label))
+            stem = os.path.join(args.dump, stem_name)
             for ext, text in (("ttgir", ttgir), ("ptx", ptx)):
                 with open(f"{stem}.{ext}", "w") as out:
                     out.write(text)
         print(lines[-1], flush=True)
     print("\n" + "\n".join(lines))
+    if verdicts:
+        print("\nAgainst " + args.compare + ":\n" + "\n".join(verdicts))
 
 
 if __name__ == "__main__":
