@@ -26,7 +26,12 @@ if _REPO_ROOT not in sys.path:
 
 
 if not ON_GPU:
-    from kernels.interpreter import patch_triton_interpreter
+    try:  # installed: transformers >= 5.25 imports the `kernels` package of PyPI, so ours is not `kernels`
+        from omniserve.kernels.interpreter import patch_triton_interpreter
+    except ModuleNotFoundError as error:
+        if error.name not in ("omniserve", "omniserve.kernels", "omniserve.kernels.interpreter"):
+            raise
+        from kernels.interpreter import patch_triton_interpreter
 
     patch_triton_interpreter()
 
