@@ -10,7 +10,8 @@ import sys
 def run_cli(*args: str, env_dir: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMNISERVE_CACHE_DIR=env_dir)
     return subprocess.run(
-        [sys.executable, "-m", "omniserve", *args], capture_output=True, text=True, env=env, timeout=300
+        [sys.executable, "-m", "omniserve", *args], capture_output=True, text=True, env=env, timeout=300,
+        cwd=env_dir,  # outside the checkout: see tests/server_harness.py
     )
 
 
