@@ -78,9 +78,7 @@ def start_server(checkpoint: Path, work_dir: Path, timeout_s: float = 180.0) -> 
     ]  # fmt: skip
     env = dict(os.environ, OMNISERVE_CACHE_DIR=str(work_dir / "cache"), OMNISERVE_LOG_LEVEL="WARNING")
     log = log_path.open("wb")
-    # run outside the checkout: `python -m` puts the working directory first on sys.path, and there our
-    # kernels/ would stand for the PyPI `kernels` package that transformers >= 5.25 imports
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=work_dir)
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
     server = RunningServer(f"http://127.0.0.1:{port}", API_KEY, "tiny-qwen2", process, log_path, storage)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

@@ -183,7 +183,6 @@ def test_serve_reports_a_bad_model_without_a_traceback(tmp_path) -> None:
         text=True,
         env=env,
         timeout=120,
-        cwd=tmp_path,  # outside the checkout: see tests/server_harness.py
     )
     assert result.returncode == 2
     assert "no-such-model" in result.stderr and "Traceback" not in result.stderr
