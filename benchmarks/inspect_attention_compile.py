@@ -46,7 +46,8 @@ CASES = [
       for grid, block_n, stages, ahead, split_k in (("big grid", 64, 2, False, False),
                                                     ("1-4 programs per SM", 128, 2, False, False),
                                                     ("split-K", 64, 3, True, True))
-      for order, overlap in (("scores first", attention.SCORES_FIRST), ("fold first", attention.FOLD_FIRST))),
+      for order, overlap in (("scores first", attention.SCORES_FIRST), ("fold first", attention.FOLD_FIRST),
+                             ("V behind", attention.V_BEHIND))),
     ("prefill 256 rows, 16 warps", attention.AttentionConfig(256, 36, 64, 16, 3, True), False),
     ("prefill 128 rows", attention.AttentionConfig(128, 18, 64, 8, 3, True), False),
     ("prefill 128 rows, one loop", attention.AttentionConfig(128, 18, 64, 8, 3, True, one_loop=True), False),

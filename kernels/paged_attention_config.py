@@ -17,7 +17,7 @@ SPLIT_PROGRAMS_PER_SM = 2  # split-K aims for this many programs per SM
 # each SM streaming with too few tiles in flight (H200, Hkv 4, 4096 keys: batch 33 3.03 TB/s unsplit,
 # 3.82 in two splits; batch 48 3.79 / 3.93; batch 56 4.09 / 3.15: 1.7 waves of split programs)
 SPLIT_BELOW_PROGRAMS_PER_SM = 1.5
-NO_OVERLAP, SCORES_FIRST, FOLD_FIRST = 0, 1, 2  # `AttentionConfig.overlap`
+NO_OVERLAP, SCORES_FIRST, FOLD_FIRST, V_BEHIND = 0, 1, 2, 3  # `AttentionConfig.overlap`
 
 
 @dataclass(frozen=True)
@@ -38,13 +38,14 @@ class AttentionConfig:
     one_loop: bool = False
     # one_loop only: the KV loop pipelined by hand (`_attend_tiles_overlapped`), tile i's scores and tile
     # i - 1's softmax and P V in one iteration. NO_OVERLAP (default), SCORES_FIRST (FlashAttention-3's
-    # consumer order) or FOLD_FIRST (tile i's K/V loads in flight across the fold). Not yet measured on
-    # the GPU (benchmarks/probe_overlap_decode.py), so no choice of pick_config uses it.
+    # consumer order), FOLD_FIRST (tile i's K/V loads in flight across the fold) or V_BEHIND (V loaded one
+    # tile behind K: only scores carry over). Not yet measured on the GPU
+    # (benchmarks/probe_overlap_decode.py), so no choice of pick_config uses it.
     overlap: int = 0
 
     def __post_init__(self) -> None:
-        if self.overlap not in (NO_OVERLAP, SCORES_FIRST, FOLD_FIRST):
-            raise ValueError(f"overlap must be one of 0, 1, 2, got {self.overlap}")
+        if self.overlap not in (NO_OVERLAP, SCORES_FIRST, FOLD_FIRST, V_BEHIND):
+            raise ValueError(f"overlap must be one of 0, 1, 2, 3, got {self.overlap}")
         if self.overlap and not self.one_loop:
             raise ValueError("overlap needs one_loop")
 

@@ -4,6 +4,7 @@ online softmax over its KV tiles, read page by page through the block table.
 - `_attend_tiles`: tile after tile, each tile's chain (page ids, K/V loads, Q K^T, softmax, P V) in turn.
 - `_attend_tiles_overlapped`: the same loop pipelined by hand (`AttentionConfig.overlap`), a tile's scores
   and the previous tile's softmax and P V in one iteration.
+- `_attend_tiles_v_behind`: the same, with V loaded one tile behind K, so that only the scores carry over.
 - Their parts: `_tile_pages` (page ids of a tile), `_kv_tile` (its K/V), `_fold_tile` (one softmax step).
 """
 
@@ -172,4 +173,64 @@ def _attend_tiles_overlapped(
             scores = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION)
         scores_prev, v_prev, keys_prev, tile_prev = scores, v, keys, tile
     return _fold_tile(acc, l_i, m_i, scores_prev, v_prev, keys_prev, q_pos, tile_prev, mask_from, scale_log2,
+                      True, True, DOT_PRECISION)
+
+
+@triton.jit
+def _tile_rows(
+    base, tile_pages, keys, kv_end, stride_page, stride_slot, stride_dim,
+    HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr, BLOCK_SIZE: tl.constexpr,
+):
+    """K or V rows of the keys `keys` ([N]) on pages `tile_pages` ([N]): [N, Dp], 0 at or past kv_end."""
+    offs_d = tl.arange(0, HEAD_DIM_PAD)
+    ptrs = (base + tile_pages.to(tl.int64)[:, None] * stride_page + (keys % BLOCK_SIZE)[:, None] * stride_slot
+            + offs_d[None, :] * stride_dim)
+    return tl.load(ptrs, mask=(keys < kv_end)[:, None] & (offs_d < HEAD_DIM)[None, :], other=0.0)
+
+
+@triton.jit
+def _attend_tiles_v_behind(
+    acc, l_i, m_i, q, q_pos, k_base, v_base, block_table_row, pages, tile_lo, tile_hi, tile_step, mask_from,
+    kv_end, stride_k_page, stride_k_slot, stride_k_dim, stride_v_page, stride_v_slot, stride_v_dim,
+    stride_bt_block, scale_log2,
+    HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_SIZE: tl.constexpr,
+    DOT_PRECISION: tl.constexpr, PAGES_AHEAD: tl.constexpr,
+):
+    """`_attend_tiles_overlapped` with V one tile behind K: iteration i loads K of tile i and V of tile
+    i - 1, computes tile i's scores and folds tile i - 1. Only tile i - 1's scores, keys and page ids carry
+    over (not its V), and V's addresses come from ids read an iteration earlier, so Triton can still
+    pipeline the loads through shared memory. Needs tile_lo < tile_hi."""
+    offs_n = tl.arange(0, BLOCK_N)
+    if PAGES_AHEAD:
+        pages_prev = pages
+        pages = _tile_pages(block_table_row, tile_lo + tile_step, kv_end, stride_bt_block, BLOCK_N,
+                            BLOCK_SIZE, True)
+    else:
+        pages_prev = _tile_pages(block_table_row, tile_lo, kv_end, stride_bt_block, BLOCK_N, BLOCK_SIZE,
+                                 True)
+    keys_prev = tile_lo * BLOCK_N + offs_n
+    k = _tile_rows(k_base, pages_prev, keys_prev, kv_end, stride_k_page, stride_k_slot, stride_k_dim,
+                   HEAD_DIM, HEAD_DIM_PAD, BLOCK_SIZE)
+    scores_prev = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION)  # [M, N] of tile_prev
+    tile_prev = tile_lo
+    for tile in range(tile_lo + tile_step, tile_hi, tile_step):
+        keys = tile * BLOCK_N + offs_n
+        if PAGES_AHEAD:
+            tile_pages = pages
+            pages = _tile_pages(block_table_row, tile + tile_step, kv_end, stride_bt_block, BLOCK_N,
+                                BLOCK_SIZE, True)
+        else:
+            tile_pages = _tile_pages(block_table_row, tile, kv_end, stride_bt_block, BLOCK_N, BLOCK_SIZE,
+                                     True)
+        k = _tile_rows(k_base, tile_pages, keys, kv_end, stride_k_page, stride_k_slot, stride_k_dim,
+                       HEAD_DIM, HEAD_DIM_PAD, BLOCK_SIZE)
+        v = _tile_rows(v_base, pages_prev, keys_prev, kv_end, stride_v_page, stride_v_slot, stride_v_dim,
+                       HEAD_DIM, HEAD_DIM_PAD, BLOCK_SIZE)  # V of tile_prev
+        scores = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION)
+        acc, l_i, m_i = _fold_tile(acc, l_i, m_i, scores_prev, v, keys_prev, q_pos, tile_prev, mask_from,
+                                   scale_log2, True, True, DOT_PRECISION)
+        scores_prev, keys_prev, pages_prev, tile_prev = scores, keys, tile_pages, tile
+    v = _tile_rows(v_base, pages_prev, keys_prev, kv_end, stride_v_page, stride_v_slot, stride_v_dim,
+                   HEAD_DIM, HEAD_DIM_PAD, BLOCK_SIZE)
+    return _fold_tile(acc, l_i, m_i, scores_prev, v, keys_prev, q_pos, tile_prev, mask_from, scale_log2,
                       True, True, DOT_PRECISION)

@@ -55,13 +55,19 @@ from .paged_attention_config import (  # noqa: F401 - the overlap orders are re-
     FOLD_FIRST,
     NO_OVERLAP,
     SCORES_FIRST,
+    V_BEHIND,
     AttentionConfig,
     merge_num_warps,
     num_sms,
     pick_config,
     pick_num_splits,
 )
-from .paged_attention_loop_triton import _attend_tiles, _attend_tiles_overlapped, _tile_pages
+from .paged_attention_loop_triton import (
+    _attend_tiles,
+    _attend_tiles_overlapped,
+    _attend_tiles_v_behind,
+    _tile_pages,
+)
 from .paged_attention_split_triton import merge_splits_kernel, split_k_views
 from .pdl import pdl_enabled
 
@@ -189,7 +195,14 @@ def _paged_attention_kernel(
         if PAGES_AHEAD:  # the masked loop's first ids (carrying the first loop's: prefill 3-12% slower)
             pages = _tile_pages(block_table_row, masked_lo, kv_end, stride_bt_block, BLOCK_N, BLOCK_SIZE,
                                 True)
-    if OVERLAP:  # ONE_LOOP only (its loop always has a tile); 1: SCORES_FIRST, 2: FOLD_FIRST
+    if OVERLAP == 3:  # V_BEHIND (ONE_LOOP only: its loop always has a tile)
+        acc, l_i, m_i = _attend_tiles_v_behind(
+            acc, l_i, m_i, q, q_pos, k_base, v_base, block_table_row, pages, masked_lo, tile_hi, tile_step,
+            tile_mid, kv_end, stride_k_page, stride_k_slot, stride_k_dim, stride_v_page, stride_v_slot,
+            stride_v_dim, stride_bt_block, scale_log2, HEAD_DIM, HEAD_DIM_PAD, BLOCK_N, BLOCK_SIZE,
+            DOT_PRECISION, PAGES_AHEAD,
+        )
+    elif OVERLAP:  # 1: SCORES_FIRST, 2: FOLD_FIRST (ONE_LOOP only)
         acc, l_i, m_i = _attend_tiles_overlapped(
             acc, l_i, m_i, q, q_pos, k_base, v_base, block_table_row, pages, masked_lo, tile_hi, tile_step,
             tile_mid, kv_end, stride_k_page, stride_k_slot, stride_k_dim, stride_v_page, stride_v_slot,

@@ -17,7 +17,8 @@ from kernel_testing import DEVICE, DTYPES, ON_GPU, assert_close, import_kernel
 reference = import_kernel("paged_attention")
 triton_attention = import_kernel("paged_attention_triton")
 Config = triton_attention.AttentionConfig
-SCORES_FIRST, FOLD_FIRST = triton_attention.SCORES_FIRST, triton_attention.FOLD_FIRST
+SCORES_FIRST, FOLD_FIRST, V_BEHIND = (triton_attention.SCORES_FIRST, triton_attention.FOLD_FIRST,
+                                      triton_attention.V_BEHIND)
 
 NUM_KV_HEADS = 2
 
@@ -106,10 +107,10 @@ CASES = {
                                                  Config(16, 1, 16, 4, 1, True, one_loop=True)),
     "mixed-bs1-d64-gqa4-split3-ahead": ([1, 9, 1, 5], [20, 11, 0, 3], 1, 64, 4, 3,
                                         Config(16, 2, 16, 4, 1, True)),
-    # the hand-pipelined loop, both orders: one-tile sequences (context 0 and 5), many tiles, split-K with
-    # and without ids ahead (a split of one tile), a prefill chunk's causal rows
+    # the hand-pipelined loops, all three orders: one-tile sequences (context 0 and 5), many tiles, split-K
+    # with and without ids ahead (a split of one tile), a prefill chunk's causal rows
     **{f"{name}-overlap{order}": (*case, Config(*tile, **options, one_loop=True, overlap=order))
-       for order in (SCORES_FIRST, FOLD_FIRST)
+       for order in (SCORES_FIRST, FOLD_FIRST, V_BEHIND)
        for name, case, tile, options in (
            ("decode-bs4-d64-gqa4", ([1, 1, 1, 1], [60, 5, 33, 0], 4, 64, 4, None), (16, 1, 16, 4, 1), {}),
            ("decode-bs16-d80-gqa4-split3-ahead", ([1, 1, 1], [60, 5, 33], 16, 80, 4, 3), (16, 1, 16, 4, 1),
@@ -132,7 +133,7 @@ def test_overlap_options_checked() -> None:
     with pytest.raises(ValueError, match="one_loop"):
         Config(16, 1, 16, 4, 1, overlap=SCORES_FIRST)
     with pytest.raises(ValueError, match="one of"):
-        Config(16, 1, 16, 4, 1, one_loop=True, overlap=3)
+        Config(16, 1, 16, 4, 1, one_loop=True, overlap=4)
 
 
 def test_splits_sized_per_sequence() -> None:
