@@ -74,6 +74,7 @@ from .pdl import pdl_enabled
 _LOG2E = 1.4426950408889634
 _SEARCH_BLOCK = tl.constexpr(128)  # sequences counted per step of the tile -> sequence search
 ALL_QUERIES, DECODES_ONLY, PREFILLS_ONLY = 0, 1, 2  # `query_filter` of a launch
+_SCORES_FIRST, _V_BEHIND = tl.constexpr(SCORES_FIRST), tl.constexpr(V_BEHIND)  # `OVERLAP` in the kernel
 
 
 @triton.jit
@@ -195,19 +196,19 @@ def _paged_attention_kernel(
         if PAGES_AHEAD:  # the masked loop's first ids (carrying the first loop's: prefill 3-12% slower)
             pages = _tile_pages(block_table_row, masked_lo, kv_end, stride_bt_block, BLOCK_N, BLOCK_SIZE,
                                 True)
-    if OVERLAP == 3:  # V_BEHIND (ONE_LOOP only: its loop always has a tile)
+    if OVERLAP == _V_BEHIND:  # (the overlapped loops: ONE_LOOP only, whose loop always has a tile)
         acc, l_i, m_i = _attend_tiles_v_behind(
             acc, l_i, m_i, q, q_pos, k_base, v_base, block_table_row, pages, masked_lo, tile_hi, tile_step,
             tile_mid, kv_end, stride_k_page, stride_k_slot, stride_k_dim, stride_v_page, stride_v_slot,
             stride_v_dim, stride_bt_block, scale_log2, HEAD_DIM, HEAD_DIM_PAD, BLOCK_N, BLOCK_SIZE,
             DOT_PRECISION, PAGES_AHEAD,
         )
-    elif OVERLAP:  # 1: SCORES_FIRST, 2: FOLD_FIRST (ONE_LOOP only)
+    elif OVERLAP:  # SCORES_FIRST or FOLD_FIRST
         acc, l_i, m_i = _attend_tiles_overlapped(
             acc, l_i, m_i, q, q_pos, k_base, v_base, block_table_row, pages, masked_lo, tile_hi, tile_step,
             tile_mid, kv_end, stride_k_page, stride_k_slot, stride_k_dim, stride_v_page, stride_v_slot,
             stride_v_dim, stride_bt_block, scale_log2, HEAD_DIM, HEAD_DIM_PAD, BLOCK_N, BLOCK_SIZE,
-            DOT_PRECISION, PAGES_AHEAD, OVERLAP == 1,
+            DOT_PRECISION, PAGES_AHEAD, OVERLAP == _SCORES_FIRST,
         )
     else:
         acc, l_i, m_i = _attend_tiles(
